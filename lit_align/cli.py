@@ -1,0 +1,46 @@
+"""The ``lit-align`` command: LightningCLI subcommands plus ``eval``.
+
+``lit-align fit --config configs/quickstart.yaml`` trains; ``--model.loss SPO`` swaps the loss;
+``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.module import AlignmentModule
+
+
+class AlignCLI(LightningCLI):
+    """LightningCLI with lit_align's module and data module."""
+
+
+def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
+    """Run a LightningCLI subcommand (``fit``, ``validate``, …); ``args`` defaults to argv.
+
+    With ``run=False`` the config is parsed and instantiated without a subcommand.
+    """
+    return AlignCLI(
+        AlignmentModule,
+        PreferenceDataModule,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    """Entry point. Never mutates ``sys.argv``: Lightning re-executes it to start other ranks."""
+    if len(sys.argv) > 1 and sys.argv[1] == "eval":
+        from lit_align.eval.cli import main as eval_main
+
+        eval_main(sys.argv[2:])
+        return
+    run_lightning_cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: preference rows, formats, collation and the embedded synthetic task."""

@@ -1,0 +1,83 @@
+"""The preference-loss strategy interface.
+
+A loss is an ``nn.Module`` (so stateful losses such as BCO's running reward baseline are saved
+in checkpoints) that maps policy and reference log-probs to a :class:`~lit_align.types.LossOutput`.
+It declares what it needs through class-level capability flags; the training module reads the
+flags and never branches on the loss class.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
+
+
+class LossConfigError(ValueError):
+    """A loss hyper-parameter is out of range; the message names the flag to change."""
+
+
+def require(condition: bool, flag: str, message: str) -> None:
+    """Raise :class:`LossConfigError` naming ``--model.loss.<flag>`` unless ``condition`` holds.
+
+    Example: ``require(beta > 0, "beta", f"must be > 0, got {beta}")`` raises
+    ``--model.loss.beta must be > 0, got -1``.
+    """
+    if not condition:
+        raise LossConfigError(f"--model.loss.{flag} {message}")
+
+
+class PreferenceLoss(nn.Module):
+    """Base class of every loss; subclasses are selectable by ``class_path`` from YAML or CLI.
+
+    Capabilities (class attributes, read by the module):
+        requires_reference: the loss needs reference log-probs; when False no reference model is
+            built or run.
+        needs_token_logps: the loss reads ``SequenceLogps.token_logps`` (per-token values).
+        needs_token_entropy: the loss reads ``SequenceLogps.token_entropy``.
+        supports_paired: accepts paired batches (chosen rows first, then rejected).
+        supports_unpaired: accepts unpaired batches with boolean ``labels``.
+    """
+
+    requires_reference: ClassVar[bool] = True
+    needs_token_logps: ClassVar[bool] = False
+    needs_token_entropy: ClassVar[bool] = False
+    supports_paired: ClassVar[bool] = True
+    supports_unpaired: ClassVar[bool] = False
+
+    def forward(
+        self,
+        policy: SequenceLogps,
+        reference: SequenceLogps | None,
+        batch: PreferenceBatch,
+    ) -> LossOutput:
+        """Compute the loss.
+
+        Args:
+            policy: log-probs of the ``N`` rows under the policy (with gradient).
+            reference: the same under the frozen reference (no gradient); None when
+                ``requires_reference`` is False.
+            batch: the batch, for labels, scores and masks.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def capabilities(cls) -> dict[str, bool]:
+        """The capability flags as a dict (for docs, logs and contract tests)."""
+        names = (
+            "requires_reference",
+            "needs_token_logps",
+            "needs_token_entropy",
+            "supports_paired",
+            "supports_unpaired",
+        )
+        return {name: bool(getattr(cls, name)) for name in names}
+
+
+def paired_logratios(policy: SequenceLogps, reference: SequenceLogps) -> tuple[Tensor, Tensor]:
+    """Per-pair log-ratios ``ρ_w = c − c_ref`` and ``ρ_l = r − r_ref``, each ``(B,)``."""
+    rho = policy.sum - reference.sum  # (2B,)
+    half = rho.shape[0] // 2
+    return rho[:half], rho[half:]

@@ -1,0 +1,195 @@
+"""Loading causal LMs and tokenizers, and the scoring wrapper the module trains.
+
+One code path serves a hub id, a local directory and a tiny model built from a config: the
+embedded quickstart builds its model from ``PolicyConfig(pretrained=None, config={...})`` and,
+after SFT, loads the exported directory back with ``from_pretrained`` like any real checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lit_align.logps import response_logps
+from lit_align.types import PreferenceBatch, SequenceLogps
+
+BUILTIN_PREFIX = "builtin:"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which causal LM to align.
+
+    Attributes:
+        pretrained: hub id or local directory of a Hugging Face causal LM; None builds a new
+            model from ``architecture`` and ``config`` (random weights, seeded).
+        architecture: ``model_type`` used when ``pretrained`` is None (``llama``, ``qwen2``, …).
+        config: config overrides (layer count, hidden size, …) applied on top of the pretrained
+            config or the architecture's defaults.
+        tokenizer: tokenizer hub id or directory; defaults to ``pretrained``. ``builtin:sort``
+            is the embedded task's character tokenizer.
+        revision: hub revision (branch, tag or commit) for ``pretrained`` and ``tokenizer``.
+        trust_remote_code: allow repository code to run when loading (off unless asked for).
+        attn_implementation: Hugging Face attention backend (``sdpa``, ``eager``, …).
+        dtype: parameter dtype when loading: ``float32``, ``bfloat16`` or ``float16``.
+    """
+
+    pretrained: str | None = None
+    architecture: str = "llama"
+    config: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = "sdpa"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(
+                f"--model.policy.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
+        if self.pretrained is None and self.tokenizer is None:
+            raise ValueError(
+                "--model.policy.tokenizer is required when --model.policy.pretrained is not set "
+                "(a new model needs a tokenizer for its vocabulary size)"
+            )
+
+
+def _is_local_path(name: str) -> bool:
+    """Hub ids are ``org/name``; anything else path-like is a local directory."""
+    explicit = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    return explicit or os.path.exists(os.path.expanduser(name))
+
+
+def _check_local(name: str, flag: str) -> None:
+    if _is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise FileNotFoundError(f"{flag}: directory {name!r} does not exist")
+
+
+def load_tokenizer(cfg: PolicyConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer named by ``cfg.tokenizer`` (or ``cfg.pretrained``), with a pad token."""
+    name = cfg.tokenizer or cfg.pretrained
+    assert name is not None  # guaranteed by PolicyConfig.__post_init__
+    if name.startswith(BUILTIN_PREFIX):
+        tokenizer = _builtin_tokenizer(name)
+    else:
+        _check_local(name, "--model.policy.tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(
+            os.path.expanduser(name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    if tokenizer.pad_token_id is None:
+        # Causal LMs often ship without a pad token; padding is masked, so eos is safe to reuse.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _builtin_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    from lit_align.data.synthetic import TASK_TOKENIZER_NAME, build_task_tokenizer
+
+    if name != TASK_TOKENIZER_NAME:
+        raise ValueError(
+            f"--model.policy.tokenizer: unknown built-in tokenizer {name!r}; "
+            f"available: {TASK_TOKENIZER_NAME!r}"
+        )
+    return build_task_tokenizer()
+
+
+def build_causal_lm(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Load ``cfg.pretrained`` or build a new model from ``cfg.architecture`` + ``cfg.config``."""
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.pretrained is None:
+        config = AutoConfig.for_model(
+            cfg.architecture,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **cfg.config,
+        )
+        if cfg.attn_implementation is not None:
+            config._attn_implementation = cfg.attn_implementation
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    _check_local(cfg.pretrained, "--model.policy.pretrained")
+    return AutoModelForCausalLM.from_pretrained(
+        os.path.expanduser(cfg.pretrained),
+        revision=cfg.revision,
+        trust_remote_code=cfg.trust_remote_code,
+        attn_implementation=cfg.attn_implementation,
+        dtype=dtype,
+        **cfg.config,
+    )
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The list of transformer blocks of a Hugging Face causal LM (for sharding/checkpointing).
+
+    Found generically as the ``nn.ModuleList`` whose children are the classes the model names in
+    ``_no_split_modules``; raises with what to configure when none is found.
+    """
+    block_names = set(getattr(model, "_no_split_modules", None) or ())
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            if type(module[0]).__name__ in block_names:
+                return module
+    raise ValueError(
+        f"cannot find the decoder layers of {type(model).__name__}: it declares no "
+        "_no_split_modules matching an nn.ModuleList. Use a model whose Hugging Face class "
+        "sets _no_split_modules, or disable sharding and activation checkpointing"
+    )
+
+
+class CausalLMScorer(nn.Module):
+    """Wraps a Hugging Face causal LM and returns response log-probs of a batch.
+
+    The forward runs the decoder to the final hidden states and projects only the response
+    positions through the lm_head, in chunks (:func:`lit_align.logps.response_logps`), so the
+    ``(N, T, V)`` logits tensor is never built. Being a module whose forward does the whole
+    computation, it is the natural root for FSDP2 (embeddings, final norm and lm_head are
+    unsharded by the root's pre-forward hook).
+    """
+
+    def __init__(self, model: PreTrainedModel, chunk_size: int = 1024) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        batch: PreferenceBatch,
+        with_token_logps: bool = False,
+        with_entropy: bool = False,
+    ) -> SequenceLogps:
+        decoder = self.model.get_decoder()
+        hidden = decoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state  # (N, T, H)
+        return response_logps(
+            hidden,
+            self.model.get_output_embeddings(),
+            batch.input_ids,
+            batch.response_mask,
+            chunk_size=self.chunk_size,
+            with_token_logps=with_token_logps,
+            with_entropy=with_entropy,
+        )
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with gradients off and in eval mode (the reference model)."""
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()

@@ -1,0 +1,237 @@
+"""AlignmentModule: one LightningModule for every preference loss.
+
+The loss is a swappable strategy (``--model.loss DPO|SPO|BNF|...``); the module reads its
+capability flags to decide whether a reference model is built and run and which per-token
+quantities to compute, and never branches on the loss class.
+
+Documented attributes for callbacks (read-only for them):
+    policy: the trained :class:`~lit_align.models.CausalLMScorer`; ``policy.model`` is the HF
+        model.
+    tokenizer: the tokenizer the data and the export use.
+    grad_norm: global pre-clip gradient L2 norm of the current optimizer step (a 0-dim tensor,
+        identical on every rank), set after the last backward of the step, before
+        ``on_before_optimizer_step``. A callback may veto the update from that hook with
+        ``optimizer.zero_grad(set_to_none=True)``: parameters without gradients are left untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from lit_align.distributed import global_grad_norm
+from lit_align.losses import DPO, PreferenceLoss
+from lit_align.models import (
+    CausalLMScorer,
+    PolicyConfig,
+    build_causal_lm,
+    frozen_copy,
+    load_tokenizer,
+)
+from lit_align.optim import LRSchedule
+from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps, StepRecord
+
+DEFAULT_POLICY = PolicyConfig(
+    tokenizer="builtin:sort",
+    config={
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    },
+)
+DEFAULT_SCHEDULE = LRSchedule()
+DEFAULT_LOSS = lazy_instance(DPO)
+
+
+class AlignmentModule(LightningModule):
+    """Trains a causal LM with a preference (or SFT) loss.
+
+    Args:
+        policy: which model to train (hub id, local directory, or a new model from a config).
+        loss: the loss strategy; any :class:`~lit_align.losses.PreferenceLoss` subclass.
+        optimizer: optimizer factory applied to the trainable parameters.
+        schedule: learning-rate warm-up and decay over the run's optimizer steps.
+        logps_chunk_size: response tokens projected through the lm_head at a time.
+        activation_checkpointing: recompute decoder activations in backward to save memory.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyConfig = DEFAULT_POLICY,
+        loss: PreferenceLoss = DEFAULT_LOSS,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        schedule: LRSchedule = DEFAULT_SCHEDULE,
+        logps_chunk_size: int = 1024,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if logps_chunk_size < 1:
+            raise ValueError(f"--model.logps_chunk_size must be >= 1, got {logps_chunk_size}")
+        self.policy_config = policy
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.schedule = schedule
+        self.logps_chunk_size = logps_chunk_size
+        self.activation_checkpointing = activation_checkpointing
+        self._tokenizer = None
+        self.policy: CausalLMScorer | None = None
+        # Not a registered submodule: never saved in checkpoints, never optimised.
+        self._reference: list[CausalLMScorer] = []
+        self.grad_norm: Tensor = torch.zeros(())
+
+    # ------------------------------------------------------------------ model
+    @property
+    def tokenizer(self):
+        """The policy's tokenizer, loaded on first use (parsing a config touches no files)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.policy_config)
+        return self._tokenizer
+
+    def configure_model(self) -> None:
+        """Build the policy (and the frozen reference when the loss needs one)."""
+        if self.policy is not None:
+            return
+        model = build_causal_lm(self.policy_config, self.tokenizer)
+        model.config.use_cache = False
+        if self.loss.requires_reference:
+            self._reference = [CausalLMScorer(frozen_copy(model), self.logps_chunk_size)]
+        if self.activation_checkpointing:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        self.policy = CausalLMScorer(model, self.logps_chunk_size)
+        self.policy.train()  # from_pretrained returns eval mode
+
+    @property
+    def reference(self) -> CausalLMScorer | None:
+        """The frozen reference scorer, on the policy's device; None if the loss needs none."""
+        if not self._reference:
+            return None
+        ref = self._reference[0]
+        if next(ref.parameters()).device != self.device:
+            ref.to(self.device)
+        return ref
+
+    def transfer_batch_to_device(self, batch: PreferenceBatch, device, dataloader_idx: int):
+        return batch.to(device)
+
+    # ------------------------------------------------------------------- step
+    def forward(self, batch: PreferenceBatch) -> tuple[LossOutput, StepRecord]:
+        """Policy log-probs → reference log-probs → loss, and the detached step record."""
+        caps = self.loss
+        policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
+        reference = self._reference_logps(batch) if caps.requires_reference else None
+        out = self.loss(policy, reference, batch)
+        return out, _record(out, policy, batch)
+
+    def _reference_logps(self, batch: PreferenceBatch) -> SequenceLogps:
+        if batch.reference_logps is not None:
+            return batch.reference_logps
+        if self.reference is None:
+            raise RuntimeError("the loss needs reference log-probs but no reference was built")
+        with torch.no_grad():
+            return self.reference(batch, self.loss.needs_token_logps, False)
+
+    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> dict[str, Any]:
+        out, record = self(batch)
+        self._log_metrics(record, prefix="", batch_size=batch.num_examples)
+        return {"loss": out.loss, "record": record}
+
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        _, record = self(batch)
+        self._log_metrics(record, prefix="val_", batch_size=batch.num_examples)
+
+    def _log_metrics(self, record: StepRecord, prefix: str, batch_size: int) -> None:
+        metrics = {**_reward_metrics(record), **record.metrics}
+        training = prefix == ""
+        options = {
+            "on_step": training,
+            "on_epoch": not training,
+            "sync_dist": not training,  # step values stay local: no collective per step
+            "batch_size": batch_size,
+        }
+        self.log(f"{prefix}loss", record.loss, prog_bar=True, **options)
+        self.log_dict({f"{prefix}{k}": v for k, v in metrics.items()}, **options)
+
+    # -------------------------------------------------------------- gradients
+    def on_after_backward(self) -> None:
+        if self._is_step_boundary():
+            self.grad_norm = global_grad_norm(self.policy.parameters())
+            self.log("grad_norm", self.grad_norm, on_step=True, on_epoch=False)
+
+    def _is_step_boundary(self) -> bool:
+        """True on the micro-batch whose backward is followed by an optimizer step."""
+        loop = self.trainer.fit_loop.epoch_loop
+        done = loop.batch_progress.current.ready
+        last = done >= self.trainer.num_training_batches
+        return done % self.trainer.accumulate_grad_batches == 0 or last
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip by the global norm already computed in ``on_after_backward`` (one pass)."""
+        if gradient_clip_val is None or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        params = [p for p in self.policy.parameters() if p.grad is not None]
+        if params:
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self.grad_norm)
+
+    # -------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        factor = self.schedule.multiplier(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_fit_start(self) -> None:
+        rank_zero_info(f"run directory: {self.trainer.log_dir}")
+
+
+def _split(values: Tensor, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
+    """(chosen, rejected) parts of a per-row tensor, for paired or unpaired batches."""
+    if batch.paired:
+        half = values.shape[0] // 2
+        return values[:half], values[half:]
+    labels = batch.labels
+    rows = values[: labels.shape[0]]  # unpaired batches may append extra (KL) rows
+    return rows[labels], rows[~labels]
+
+
+def _record(out: LossOutput, policy: SequenceLogps, batch: PreferenceBatch) -> StepRecord:
+    chosen, rejected = _split(policy.sum.detach(), batch)
+    return StepRecord(
+        loss=out.loss.detach(),
+        chosen_rewards=out.chosen_rewards.detach(),
+        rejected_rewards=out.rejected_rewards.detach(),
+        chosen_logps=chosen,
+        rejected_logps=rejected,
+        target_margin=out.target_margin,
+        metrics={k: v.detach() for k, v in out.metrics.items()},
+    )
+
+
+def _reward_metrics(record: StepRecord) -> dict[str, Tensor]:
+    chosen, rejected = record.chosen_rewards, record.rejected_rewards
+    metrics = {
+        "rewards/chosen": chosen.mean(),
+        "rewards/rejected": rejected.mean(),
+        "logps/chosen": record.chosen_logps.mean(),
+        "logps/rejected": record.rejected_logps.mean(),
+    }
+    if chosen.shape == rejected.shape:
+        metrics["rewards/margins"] = (chosen - rejected).mean()
+        metrics["rewards/accuracies"] = (chosen > rejected).float().mean()
+    return metrics

@@ -1,0 +1,174 @@
+"""Frozen records that flow through one training step.
+
+Data flows one way::
+
+    PreferenceBatch -> policy SequenceLogps -> reference SequenceLogps (or None)
+        -> PreferenceLoss -> LossOutput -> StepRecord (detached, read by callbacks)
+
+Row layout convention (``N`` rows of length ``T``):
+
+* paired batches hold ``B`` pairs as ``N = 2B`` rows, the ``B`` chosen rows first, then the
+  ``B`` rejected rows in the same order (row ``i`` and row ``B + i`` share a prompt);
+* unpaired batches hold ``N = B`` rows, each with a boolean ``labels[i]`` (desirable or not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PreferenceBatch:
+    """A collated batch of tokenised preference data.
+
+    Attributes:
+        input_ids: ``(N, T)`` token ids, right-padded.
+        attention_mask: ``(N, T)`` 1 for real tokens, 0 for padding.
+        response_mask: ``(N, T)`` bool, True where the token belongs to the response (it is
+            scored); prompt and padding positions are False.
+        labels: ``(N,)`` bool for unpaired batches (True = desirable); None for paired batches.
+        score_chosen: ``(B,)`` float scores of the chosen responses when the data carries them.
+        score_rejected: ``(B,)`` float scores of the rejected responses.
+        reference_logps: precomputed reference log-probs for these rows, when cached.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    response_mask: Tensor
+    labels: Tensor | None = None
+    score_chosen: Tensor | None = None
+    score_rejected: Tensor | None = None
+    reference_logps: SequenceLogps | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_rows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_examples(self) -> int:
+        """Pairs for a paired batch, rows for an unpaired one."""
+        return self.num_rows // 2 if self.paired else self.num_rows
+
+    def to(self, device: torch.device | str) -> PreferenceBatch:
+        def move(x):
+            return None if x is None else x.to(device, non_blocking=True)
+
+        ref = None if self.reference_logps is None else self.reference_logps.to(device)
+        return PreferenceBatch(
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            response_mask=move(self.response_mask),
+            labels=move(self.labels),
+            score_chosen=move(self.score_chosen),
+            score_rejected=move(self.score_rejected),
+            reference_logps=ref,
+        )
+
+
+@dataclass(frozen=True)
+class SequenceLogps:
+    """Log-probabilities of the response tokens of ``N`` rows, computed in float32.
+
+    Attributes:
+        sum: ``(N,)`` sum of log p(token) over response tokens (prompt and padding masked).
+        count: ``(N,)`` number of response tokens (float, for division).
+        token_logps: ``(N, T)`` per-token log-probs aligned with ``input_ids`` (position ``t`` is
+            log p(input_ids[t] | input_ids[:t])), 0 outside the response; None unless asked for.
+        token_entropy: ``(N, T)`` entropy of the policy's next-token distribution at the position
+            that predicts token ``t``, without gradient, 0 outside the response; None unless
+            asked for.
+    """
+
+    sum: Tensor
+    count: Tensor
+    token_logps: Tensor | None = None
+    token_entropy: Tensor | None = None
+
+    @property
+    def mean(self) -> Tensor:
+        """``(N,)`` per-token mean log-prob."""
+        return self.sum / self.count.clamp(min=1)
+
+    def chosen(self) -> SequenceLogps:
+        """The first half of the rows (paired layout)."""
+        return self._rows(slice(0, self.sum.shape[0] // 2))
+
+    def rejected(self) -> SequenceLogps:
+        """The second half of the rows (paired layout)."""
+        return self._rows(slice(self.sum.shape[0] // 2, None))
+
+    def _rows(self, rows: slice) -> SequenceLogps:
+        def pick(x):
+            return None if x is None else x[rows]
+
+        return SequenceLogps(
+            self.sum[rows], self.count[rows], pick(self.token_logps), pick(self.token_entropy)
+        )
+
+    def detach(self) -> SequenceLogps:
+        def d(x):
+            return None if x is None else x.detach()
+
+        return SequenceLogps(d(self.sum), d(self.count), d(self.token_logps), d(self.token_entropy))
+
+    def to(self, device: torch.device | str) -> SequenceLogps:
+        def m(x):
+            return None if x is None else x.to(device, non_blocking=True)
+
+        return SequenceLogps(m(self.sum), m(self.count), m(self.token_logps), m(self.token_entropy))
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What a :class:`~lit_align.losses.PreferenceLoss` returns.
+
+    Attributes:
+        loss: scalar to minimise (mean over the examples of the micro-batch).
+        chosen_rewards: ``(B,)`` implicit rewards of the chosen responses (detached), e.g.
+            ``β·(c − c_ref)``; for unpaired batches, the rewards of the desirable rows.
+        rejected_rewards: ``(B,)`` the same for the rejected (undesirable) responses.
+        target_margin: ``(B,)`` the finite reward margin the loss drives towards, for losses that
+            have one (SPO, IPO); None otherwise.
+        metrics: extra scalar metrics (detached), logged under their names.
+    """
+
+    loss: Tensor
+    chosen_rewards: Tensor
+    rejected_rewards: Tensor
+    target_margin: Tensor | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """Detached summary of one step, returned by the module under ``"record"`` for callbacks.
+
+    Attributes:
+        loss: scalar loss of the micro-batch.
+        chosen_rewards: ``(B,)`` implicit rewards of chosen responses.
+        rejected_rewards: ``(B,)`` implicit rewards of rejected responses.
+        chosen_logps: ``(B,)`` policy log-prob sums of the chosen responses.
+        rejected_logps: ``(B,)`` policy log-prob sums of the rejected responses.
+        target_margin: ``(B,)`` the loss's finite reward-margin target, or None.
+        metrics: the loss's extra metrics.
+    """
+
+    loss: Tensor
+    chosen_rewards: Tensor
+    rejected_rewards: Tensor
+    chosen_logps: Tensor
+    rejected_logps: Tensor
+    target_margin: Tensor | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def margins(self) -> Tensor:
+        """``(B,)`` reward margins, chosen minus rejected."""
+        return self.chosen_rewards - self.rejected_rewards
