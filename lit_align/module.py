@@ -103,7 +103,7 @@ class AlignmentModule(LightningModule):
         model = build_causal_lm(self.policy_config, self.tokenizer)
         model.config.use_cache = False
         if self.loss.requires_reference:
-            self._reference = [CausalLMScorer(frozen_copy(model), self.logps_chunk_size)]
+            self._reference = [frozen_copy(CausalLMScorer(model, self.logps_chunk_size))]
         if self.activation_checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
         self.policy = CausalLMScorer(model, self.logps_chunk_size)

@@ -47,7 +47,8 @@ def tokenize_row(
     """Token ids of a canonical row, truncated; flags ``truncated`` and ``dropped``.
 
     Prompt and responses are tokenised separately and concatenated, so the boundary between
-    them is exact whatever the tokenizer does across it.
+    them is exact whatever the tokenizer does across it. Scores are carried through (None when
+    the row has none).
     """
     prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
     responses = [
@@ -66,6 +67,8 @@ def tokenize_row(
         "rejected_ids": rejected,
         "truncated": truncated,
         "dropped": dropped,
+        "score_chosen": row.get("score_chosen"),
+        "score_rejected": row.get("score_rejected"),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, Literal
 
 import datasets
@@ -41,6 +42,9 @@ class PreferenceDataModule(LightningDataModule):
         num_proc: processes for tokenisation with ``datasets.map``.
         seed: seed of the shuffle and of the held-out split.
         builtin_rows: training pairs generated for ``builtin:sort`` (validation gets a tenth).
+        label_noise: fraction of training pairs whose chosen and rejected responses (and
+            scores) are swapped, chosen with ``seed``: noisy preference labels for robustness
+            studies, or imperfect demonstrations for an SFT stage. Validation is never touched.
     """
 
     def __init__(
@@ -62,8 +66,11 @@ class PreferenceDataModule(LightningDataModule):
         num_proc: int | None = None,
         seed: int = 0,
         builtin_rows: int = 2000,
+        label_noise: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_noise <= 1.0:
+            raise ValueError(f"--data.label_noise must be in [0, 1], got {label_noise}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"--data.val_fraction must be in [0, 1), got {val_fraction}")
         if batch_size < 1:
@@ -81,7 +88,8 @@ class PreferenceDataModule(LightningDataModule):
             return
         self.tokenizer = self._resolve_tokenizer()
         raw = self._load_raw()
-        self.train_data = self._prepare(raw["train"], "train")
+        train = swap_labels(raw["train"], self.hparams.label_noise, self.hparams.seed)
+        self.train_data = self._prepare(train, "train")
         self.val_data = (
             self._prepare(raw["validation"], "validation") if raw.get("validation") else None
         )
@@ -128,7 +136,7 @@ class PreferenceDataModule(LightningDataModule):
 
         def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
             canonical = normalize_row(row, fmt, RowContext(source, split, index), tok, system)
-            return {**tokenize_row(canonical, tok, trunc), **_scores_of(canonical)}
+            return tokenize_row(canonical, tok, trunc)
 
         encoded = data.map(
             encode,
@@ -179,8 +187,21 @@ class PreferenceDataModule(LightningDataModule):
         )
 
 
-def _scores_of(row: dict[str, Any]) -> dict[str, float | None]:
-    return {name: row.get(name) for name in ("score_chosen", "score_rejected")}
+def swap_labels(data: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
+    """Swap ``chosen``/``rejected`` (and their scores) in a seeded ``fraction`` of the rows."""
+    if fraction == 0.0:
+        return data
+    count = round(fraction * len(data))
+    flipped = set(random.Random(seed).sample(range(len(data)), count))
+    pairs = [("chosen", "rejected"), ("score_chosen", "score_rejected")]
+    present = [(a, b) for a, b in pairs if a in data.column_names and b in data.column_names]
+
+    def swap(row: dict[str, Any], index: int) -> dict[str, Any]:
+        if index not in flipped:
+            return row
+        return {**row, **{a: row[b] for a, b in present}, **{b: row[a] for a, b in present}}
+
+    return data.map(swap, with_indices=True, desc="label noise")
 
 
 def load_split(

@@ -75,12 +75,10 @@ def from_sums(
 def pair(
     c, r, c_ref=0.0, r_ref=0.0, **kwargs
 ) -> tuple[SequenceLogps, SequenceLogps, PreferenceBatch]:
-    """Paired inputs from per-pair chosen/rejected sums (floats or ``(B,)`` tensors)."""
-    c, r = torch.as_tensor(c, dtype=torch.float64), torch.as_tensor(r, dtype=torch.float64)
-    c_ref = torch.as_tensor(c_ref, dtype=torch.float64).expand_as(c)
-    r_ref = torch.as_tensor(r_ref, dtype=torch.float64).expand_as(r)
-    stack = torch.cat if c.dim() else torch.stack
-    return from_sums(stack([c, r]), stack([c_ref, r_ref]), **kwargs)
+    """Paired inputs from per-pair chosen/rejected sums (floats or ``(B,)`` tensors, broadcast)."""
+    values = [torch.as_tensor(v, dtype=torch.float64) for v in (c, r, c_ref, r_ref)]
+    c, r, c_ref, r_ref = (v.reshape(-1) for v in torch.broadcast_tensors(*values))
+    return from_sums(torch.cat([c, r]), torch.cat([c_ref, r_ref]), **kwargs)
 
 
 def random_tokens(
@@ -98,3 +96,48 @@ def random_tokens(
     entropy = -p * policy.detach() - torch.xlogy(1 - p, (1 - p) / 2)
     lengths = torch.randint(2, width + 1, (num_rows,), generator=g)
     return policy, reference, entropy, mask_from_lengths(lengths, width)
+
+
+def layout_of(loss) -> str:
+    """``"kl"`` (KTO's examples + mismatched rows), ``"paired"`` or ``"unpaired"``."""
+    if getattr(loss, "needs_kl_rows", False):
+        return "kl"
+    return "paired" if loss.supports_paired else "unpaired"
+
+
+class Case:
+    """Random token-level inputs for ``num_examples`` examples in the layout a loss needs.
+
+    ``inputs(examples)`` builds (policy, reference, batch) for a subset of the examples from the
+    same leaf tensor ``self.policy``, so micro-batches accumulate gradients into one ``.grad``.
+    KTO's mismatched rows get reference log-probs 0 (so ρ < 0 there and the KL estimate is 0).
+    """
+
+    def __init__(self, layout, num_examples=4, width=4, seed=0, dtype=torch.float64, scale=1.0):
+        rows = num_examples if layout == "unpaired" else 2 * num_examples
+        self.layout, self.num_examples = layout, num_examples
+        self.policy, self.reference, self.entropy, self.mask = random_tokens(
+            rows, width, seed, dtype, scale
+        )
+        if layout == "kl":
+            self.reference[num_examples:] = 0.0
+        self.labels = None if layout == "paired" else torch.arange(num_examples) % 2 == 0
+        g = torch.Generator().manual_seed(seed + 1)
+        gaps = torch.rand(num_examples, generator=g, dtype=dtype) * 2 + 0.5
+        self.scores = (gaps, torch.zeros_like(gaps)) if layout == "paired" else None
+
+    def inputs(self, examples=slice(None), policy=None):
+        """Inputs for ``examples`` (a slice over examples); ``policy`` replaces the leaf."""
+        policy = self.policy if policy is None else policy
+        idx = torch.arange(self.num_examples)[examples]
+        rows = idx if self.layout == "unpaired" else torch.cat([idx, idx + self.num_examples])
+        labels = None if self.labels is None else self.labels[idx]
+        scores = None if self.scores is None else tuple(s[idx] for s in self.scores)
+        return from_tokens(
+            policy[rows],
+            self.reference[rows],
+            self.mask[rows],
+            entropy=self.entropy[rows],
+            labels=labels,
+            scores=scores,
+        )

@@ -1,0 +1,98 @@
+"""Binary Classifier Optimization: unpaired BCO and paired BCO, with a running reward baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, global_sum, split_by_label
+from lit_align.losses.base import PreferenceLoss, require
+from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
+
+
+class RewardBaseline(nn.Module):
+    """Running mean δ of every implicit reward seen in training, kept in buffers (checkpointed).
+
+    ``update`` folds a micro-batch's rewards into the mean, summed over ranks when
+    ``torch.distributed`` is initialised, so all ranks hold the same δ. The count is an integer
+    buffer (a low-precision cast of the module leaves it exact); the mean is combined in float64.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def update(self, rewards: Tensor) -> None:
+        """Fold the (detached) rewards of any shape into the running mean."""
+        stats = torch.stack([rewards.detach().sum(), rewards.new_tensor(rewards.numel())])
+        total, n = global_sum(stats.double()).unbind()
+        count = self.count + n
+        self.mean.copy_((self.mean.double() * self.count + total) / count)
+        self.count.copy_(count)
+
+
+class BCOPair(MarginLoss):
+    """BCO on pairs (Jung et al. 2024, arXiv 2404.04656, Eq. 9; TRL ``bco_pair``).
+
+    ``ℓ = −logσ(βρ_w − δ) − logσ(−(βρ_l − δ))``: chosen and rejected rewards classified against
+    the baseline δ, the running mean of all rewards seen in training (``chosen`` and ``rejected``
+    alike, every rank). In training mode each micro-batch first updates δ and then uses it, so
+    the loss depends on the micro-batch order and split (not exactly invariant under gradient
+    accumulation); in eval mode δ is frozen. δ lives in the ``baseline`` buffers and so is saved
+    in and restored from checkpoints. Metric: ``bco/delta``.
+
+    Args:
+        beta: inverse temperature β; > 0.
+        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+    """
+
+    def __init__(self, beta: float = 0.1, **modifiers: Any) -> None:
+        super().__init__(beta, **modifiers)
+        self.baseline = RewardBaseline()
+
+    def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
+        x_w, x_l = self.beta * rho_w, self.beta * rho_l  # (B,) each
+        if self.training:
+            self.baseline.update(torch.cat([x_w, x_l]))
+        delta = self.baseline.mean.to(x_w.dtype)
+        losses = -F.logsigmoid(x_w - delta) - F.logsigmoid(-(x_l - delta))
+        return PairTerms(losses, metrics={"bco/delta": delta.detach().clone()})
+
+
+class BCO(PreferenceLoss):
+    """Binary Classifier Optimization on unpaired data (Jung et al. 2024, arXiv 2404.04656,
+    Eq. 9; TRL ``BCOTrainer`` without its optional density-ratio (UDM) weighting).
+
+    Rewards ``x = β·ρ``; desirable rows ``−logσ(x − δ)``, undesirable rows ``−logσ(−(x − δ))``,
+    averaged over all rows. δ is the running mean of rewards as in :class:`BCOPair` (updated in
+    training mode before use, all-reduced across ranks, saved in checkpoints). Metric:
+    ``bco/delta``.
+
+    Args:
+        beta: inverse temperature β; > 0.
+    """
+
+    supports_paired = False
+    supports_unpaired = True
+
+    def __init__(self, beta: float = 0.1) -> None:
+        super().__init__()
+        require(beta > 0, "beta", f"must be > 0, got {beta}")
+        self.beta = beta
+        self.baseline = RewardBaseline()
+
+    def forward(
+        self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch
+    ) -> LossOutput:
+        rewards = self.beta * (policy.sum - reference.sum)  # (N,)
+        if self.training:
+            self.baseline.update(rewards)
+        delta = self.baseline.mean.to(rewards.dtype)
+        sign = batch.labels.to(rewards.dtype) * 2 - 1  # (N,) +1 desirable, −1 undesirable
+        loss = -F.logsigmoid(sign * (rewards - delta)).mean()
+        chosen, rejected = split_by_label(rewards.detach(), batch.labels)
+        return LossOutput(loss, chosen, rejected, metrics={"bco/delta": delta.detach().clone()})

@@ -1,0 +1,68 @@
+"""WeightedSum: a loss made of weighted component losses (e.g. RPO = DPO + α·SFT)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from torch import nn
+
+from lit_align.losses.base import PreferenceLoss, require
+from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
+
+
+class WeightedSum(PreferenceLoss):
+    """``ℓ = Σ_i w_i·ℓ_i`` over component losses (TRL's ``loss_type=[...]``, ``loss_weights``).
+
+    Capabilities are per instance (the module must read them from the loss object, not its
+    class): it needs what any component needs (``requires_reference``, ``needs_token_logps``,
+    ``needs_token_entropy``, ``needs_kl_rows``) and supports a layout only if every component
+    does. Rewards and ``target_margin`` come from the first component; metrics merge the
+    components' metrics and add each component's loss as ``loss/<ClassName>`` (``_<index>``
+    appended when a class appears twice). Gradient-accumulation behaviour is that of the
+    components.
+
+    Args:
+        losses: the component losses, e.g. ``[DPO, SFT]``.
+        weights: one non-negative weight per component.
+    """
+
+    def __init__(self, losses: list[PreferenceLoss], weights: list[float]) -> None:
+        super().__init__()
+        require(len(losses) > 0, "losses", "must name at least one loss, got []")
+        require(
+            len(weights) == len(losses),
+            "weights",
+            f"must hold one weight per loss ({len(losses)}), got {len(weights)}",
+        )
+        require(all(w >= 0 for w in weights), "weights", f"must be >= 0, got {list(weights)}")
+        self.losses = nn.ModuleList(losses)
+        self.weights = list(weights)
+        self.requires_reference = any(loss.requires_reference for loss in losses)
+        self.needs_token_logps = any(loss.needs_token_logps for loss in losses)
+        self.needs_token_entropy = any(loss.needs_token_entropy for loss in losses)
+        self.supports_paired = all(loss.supports_paired for loss in losses)
+        self.supports_unpaired = all(loss.supports_unpaired for loss in losses)
+        kl_rows = [getattr(loss, "needs_kl_rows", False) for loss in losses]
+        self.needs_kl_rows = any(kl_rows)
+        names = [type(loss).__name__ for loss in losses]
+        require(
+            (self.supports_paired or self.supports_unpaired) and all(kl_rows) == any(kl_rows),
+            "losses",
+            f"must share one batch layout (paired, unpaired, or KTO's KL rows), got {names}",
+        )
+        counts = Counter(names)
+        self.names = [n if counts[n] == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+    def forward(
+        self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch
+    ) -> LossOutput:
+        outputs = [loss(policy, reference, batch) for loss in self.losses]
+        total = sum(w * out.loss for w, out in zip(self.weights, outputs))
+        metrics = {}
+        for name, out in zip(self.names, outputs):
+            metrics.update(out.metrics)
+            metrics[f"loss/{name}"] = out.loss.detach()
+        first = outputs[0]
+        return LossOutput(
+            total, first.chosen_rewards, first.rejected_rewards, first.target_margin, metrics
+        )
