@@ -3,18 +3,19 @@
 :class:`MarginLoss` is the base of every reference-based paired loss ``ℓ(ρ_w, ρ_l)``. It computes
 the log-ratios once and applies three optional modifiers in one place, so every such loss gets them:
 
-* ``divergence`` — f-DPO (Wang et al. 2023, "Beyond Reverse KL", arXiv 2309.16240, Thm. 1): the
+* ``divergence`` — f-DPO (Wang et al. 2023, "Beyond Reverse KL", arXiv 2309.16240): the
   reverse-KL log-ratio ``ρ`` is replaced by ``s(ρ) = f'(u) − f'(1)`` with ``u = π/π_ref = e^ρ``.
   Subtracting ``f'(1)`` (i.e. using the generator ``f(u) − f'(1)(u − 1)``, which defines the same
   divergence) makes ``s(0) = 0`` for every divergence, so rewards vanish and DPO starts at ``ln 2``
   when policy == reference. Reverse KL ``s = ρ``; forward KL ``s = 1 − e^{−ρ}``;
   JS ``s = log(2u/(1+u)) = log 2 + logσ(ρ)``; α-divergence ``s = (1 − e^{−αρ})/α``.
-* ``ld_alpha`` — LD-DPO (Liu et al. 2024, arXiv 2409.06411, Eq. 9): in each pair the tokens past
+* ``ld_alpha`` — LD-DPO (Liu et al. 2024, arXiv 2409.06411): in each pair the tokens past
   the shared ("public") length ``min(|y_w|, |y_l|)`` count with weight ``α`` in ``log π`` (policy
   and reference alike). Needs per-token log-probs, so such an instance sets ``needs_token_logps``.
-* ``wpo`` — WPO (Zhou et al. 2024, arXiv 2406.11827, Eq. 2): each pair's loss is weighted by
-  ``sg(exp(c̄ + r̄))`` (per-token mean policy log-probs). Deviation: the paper's later "weight
-  alignment" divides by ``Σ_v π(v)²`` per token, which :class:`SequenceLogps` does not carry.
+* ``wpo`` — WPO (Zhou et al. 2024, arXiv 2406.11827): each pair's loss is weighted by
+  ``sg(exp(c̄ + r̄))``, the product of the two responses' length-normalised policy likelihoods.
+  Deviation: the paper's "weight alignment" (TRL's ``use_weighting``) further normalises each
+  token's log-prob by ``log Σ_v π(v)²``, which :class:`SequenceLogps` does not carry.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
 
 
 class NCA(MarginLoss):
-    """Noise Contrastive Alignment, pairwise form (Chen et al. 2024, arXiv 2402.05369, Eq. 11;
+    """Noise Contrastive Alignment, pairwise form (Chen et al. 2024, arXiv 2402.05369;
     TRL ``nca_pair``).
 
     ``ℓ = −logσ(βρ_w) − ½·logσ(−βρ_w) − ½·logσ(−βρ_l)``: absolute rewards, so the chosen
@@ -27,7 +27,7 @@ class NCA(MarginLoss):
 
 class APOZero(MarginLoss):
     """Anchored Preference Optimization, zero anchor (D'Oosterlinck et al. 2024,
-    arXiv 2408.06266, Eq. 7; TRL ``apo_zero``).
+    arXiv 2408.06266; TRL ``apo_zero``).
 
     ``ℓ = (1 − σ(βρ_w)) + σ(βρ_l)``: raise the chosen and lower the rejected likelihood, for data
     whose chosen responses are better than the model's outputs.
@@ -41,7 +41,7 @@ class APOZero(MarginLoss):
 
 class APODown(MarginLoss):
     """Anchored Preference Optimization, down anchor (D'Oosterlinck et al. 2024,
-    arXiv 2408.06266, Eq. 8; TRL ``apo_down``).
+    arXiv 2408.06266; TRL ``apo_down``).
 
     ``ℓ = σ(βρ_w) + 1 − σ(βΔ)``: lower the chosen likelihood while keeping the margin, for data
     whose chosen responses are worse than the model's outputs.

@@ -36,7 +36,7 @@ class RewardBaseline(nn.Module):
 
 
 class BCOPair(MarginLoss):
-    """BCO on pairs (Jung et al. 2024, arXiv 2404.04656, Eq. 9; TRL ``bco_pair``).
+    """BCO on pairs (Jung et al. 2024, arXiv 2404.04656; TRL ``bco_pair``).
 
     ``ℓ = −logσ(βρ_w − δ) − logσ(−(βρ_l − δ))``: chosen and rejected rewards classified against
     the baseline δ, the running mean of all rewards seen in training (``chosen`` and ``rejected``
@@ -64,8 +64,8 @@ class BCOPair(MarginLoss):
 
 
 class BCO(PreferenceLoss):
-    """Binary Classifier Optimization on unpaired data (Jung et al. 2024, arXiv 2404.04656,
-    Eq. 9; TRL ``BCOTrainer`` without its optional density-ratio (UDM) weighting).
+    """Binary Classifier Optimization on unpaired data (Jung et al. 2024, arXiv 2404.04656;
+    TRL ``BCOTrainer`` without its optional density-ratio (UDM) weighting).
 
     Rewards ``x = β·ρ``; desirable rows ``−logσ(x − δ)``, undesirable rows ``−logσ(−(x − δ))``,
     averaged over all rows. δ is the running mean of rewards as in :class:`BCOPair` (updated in

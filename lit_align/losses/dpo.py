@@ -25,7 +25,7 @@ class DPO(MarginLoss):
     """Direct Preference Optimization, optionally label-smoothed (cDPO).
 
     Rafailov et al. 2023, arXiv 2305.18290, Eq. 7: ``ℓ = −logσ(βΔ)`` with
-    ``Δ = ρ_w − ρ_l``. cDPO (Mitchell 2023, "A note on DPO with noisy preferences"; TRL's
+    ``Δ = ρ_w − ρ_l``. cDPO (Mitchell 2023, "A note on DPO with noisy preferences", Eq. 3; TRL's
     ``label_smoothing``) assumes each label is flipped with probability ε:
     ``ℓ = −(1−ε)·logσ(βΔ) − ε·logσ(−βΔ)``. At ``policy == reference`` the loss is exactly ``ln 2``.
 
@@ -46,7 +46,7 @@ class DPO(MarginLoss):
 
 
 class RobustDPO(MarginLoss):
-    """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409, Eq. 8; TRL ``robust``).
+    """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409; TRL ``robust``).
 
     ``ℓ = [−(1−ε)·logσ(βΔ) + ε·logσ(−βΔ)] / (1 − 2ε)``: an unbiased loss under labels flipped with
     probability ε. Unlike cDPO it is not bounded below (the ε term rewards shrinking ``Δ``).
@@ -69,8 +69,8 @@ class RobustDPO(MarginLoss):
 
 
 class AOT(MarginLoss):
-    """Alignment via Optimal Transport, paired form (Melnyk et al. 2024, arXiv 2406.05882; TRL
-    ``aot``).
+    """Distributional alignment via Optimal Transport on paired data (Melnyk et al. 2024,
+    arXiv 2406.05882; TRL ``aot``, whose ``aot_pair`` sorts ``ρ_w`` and ``ρ_l`` instead).
 
     ``δ = sort(c − r) − sort(c_ref − r_ref)`` where ``sort`` orders the ``B`` values of the
     micro-batch ascending (the 1-D optimal-transport coupling between the policy's and the

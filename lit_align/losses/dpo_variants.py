@@ -12,7 +12,7 @@ from lit_align.losses.base import require
 
 
 class DPOP(MarginLoss):
-    """DPO-Positive (Pal et al. 2024, "Smaug", arXiv 2402.13228, Eq. 3).
+    """DPO-Positive (Pal et al. 2024, "Smaug", arXiv 2402.13228).
 
     ``ℓ = −logσ(β·(Δ − λ·max(0, c_ref − c)))``: the margin is reduced whenever the policy's
     chosen log-prob falls below the reference's, countering likelihood displacement. ``c`` and
@@ -37,7 +37,7 @@ class DPOP(MarginLoss):
 
 
 class RDPO(MarginLoss):
-    """Length-regularised DPO (Park et al. 2024, arXiv 2403.19159, Eq. 9).
+    """Length-regularised DPO (Park et al. 2024, arXiv 2403.19159).
 
     ``ℓ = −logσ(βΔ − α·(|y_w| − |y_l|))`` with response lengths in tokens: a longer chosen
     response must win by a larger margin, which counters the length exploitation of DPO.

@@ -43,7 +43,8 @@ class IPO(MarginLoss):
 
 
 class SPPOHard(MarginLoss):
-    """SPPO with hard labels (Wu et al. 2024, arXiv 2405.00675, Eq. 4.6; TRL ``sppo_hard``).
+    """SPPO with hard labels (Wu et al. 2024, arXiv 2405.00675, Eq. 4.7 with hard
+    probabilities; TRL ``sppo_hard``).
 
     ``ℓ = (ρ_w − 1/(2β))² + (ρ_l + 1/(2β))²``: each log-ratio regresses on its own target, the
     winner's win probability taken as 1 and the loser's as 0. ``target_margin`` is the implied

@@ -13,7 +13,7 @@ from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
 
 class KTO(PreferenceLoss):
-    """Kahneman–Tversky Optimization (Ethayarajh et al. 2024, arXiv 2402.01306, Eq. 8; TRL
+    """Kahneman–Tversky Optimization (Ethayarajh et al. 2024, arXiv 2402.01306; TRL
     ``KTOTrainer``).
 
     With ``ρ = log π − log π_ref`` and the reference point ``z``: desirable rows

@@ -14,8 +14,7 @@ from lit_align.losses.base import require
 
 
 class Hinge(MarginLoss):
-    """SLiC hinge loss (Zhao et al. 2023, arXiv 2305.10425, Eq. 2, with DPO's log-ratios as
-    in TRL's ``hinge``).
+    """SLiC hinge loss (Zhao et al. 2023, arXiv 2305.10425) on DPO's log-ratios (TRL ``hinge``).
 
     ``ℓ = relu(1 − βΔ)``: zero once the margin reaches ``1/β``; ``1/β`` plays SLiC's δ.
 
@@ -27,7 +26,7 @@ class Hinge(MarginLoss):
 
 
 class EXO(MarginLoss):
-    """Efficient exact optimisation, pairwise form (Ji et al. 2024, arXiv 2402.00856, Eq. 12;
+    """Efficient exact optimisation, pairwise form (Ji et al. 2024, arXiv 2402.00856, Eq. 16;
     TRL ``exo_pair``).
 
     The reverse KL from the model's preference distribution ``(σ(x), σ(−x))``, ``x = βΔ``, to the
@@ -55,8 +54,8 @@ class EXO(MarginLoss):
 
 
 class DiscoPOP(MarginLoss):
-    """DiscoPOP, the discovered log-ratio-modulated loss (Chan Lu et al. 2024, arXiv 2406.08414,
-    Eq. 5; TRL ``discopop``).
+    """DiscoPOP, the discovered log-ratio-modulated loss (Chris Lu et al. 2024,
+    arXiv 2406.08414; TRL ``discopop``).
 
     With ``x = βΔ`` and ``m = σ(x/τ)``: ``ℓ = (1 − m)·(−logσ(x)) + m·e^{−x}``. Deviation for
     numerics: ``m·e^{−x}`` is computed as ``exp(logσ(x/τ) − x)``, which stays finite where the

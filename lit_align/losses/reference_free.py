@@ -16,7 +16,7 @@ def log1mexp(x: Tensor) -> Tensor:
 
 
 class SimPO(PreferenceLoss):
-    """Simple Preference Optimization (Meng et al. 2024, arXiv 2405.14734, Eq. 6).
+    """Simple Preference Optimization (Meng et al. 2024, arXiv 2405.14734).
 
     ``ℓ = −logσ(β(c̄ − r̄) − γ)`` on per-token mean log-probs, with target reward margin γ.
     Rewards reported: ``β·c̄`` and ``β·r̄``.
@@ -44,7 +44,7 @@ class SimPO(PreferenceLoss):
 
 
 class CPO(PreferenceLoss):
-    """Contrastive Preference Optimization (Xu et al. 2024, arXiv 2401.08417, Eq. 7).
+    """Contrastive Preference Optimization (Xu et al. 2024, arXiv 2401.08417).
 
     ``ℓ = −logσ(β(c − r)) + α·NLL(y_w)`` with sequence log-probs in the preference term and
     ``NLL(y_w) = −c̄`` (per-token mean, each pair weighted equally, as in :class:`SFT`; TRL's
@@ -76,7 +76,7 @@ class CPO(PreferenceLoss):
 
 
 class ORPO(PreferenceLoss):
-    """Odds Ratio Preference Optimization (Hong et al. 2024, arXiv 2403.07691, Eqs. 6–7).
+    """Odds Ratio Preference Optimization (Hong et al. 2024, arXiv 2403.07691).
 
     ``ℓ = NLL(y_w) − λ·logσ(log_odds)`` with ``P = e^{c̄}`` per-token-mean likelihoods and
     ``log_odds = log(P_w/(1 − P_w)) − log(P_l/(1 − P_l)) = (c̄ − r̄) − (log(1 − e^{c̄}) −
