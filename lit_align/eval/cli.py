@@ -42,9 +42,9 @@ class EvalResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def _load(path: str) -> AutoModelForCausalLM:
+def _load(path: str, flag: str) -> AutoModelForCausalLM:
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path!r} does not exist (train it first)")
+        raise FileNotFoundError(f"{flag}: model directory {path!r} does not exist (train it first)")
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
@@ -79,8 +79,8 @@ def evaluate(
     from lit_align.data.synthetic import make_prompts, make_rows
 
     generation = generation or GenerationConfig(max_new_tokens=32)
+    policy, baseline = _load(policy_dir, "--policy"), _load(baseline_dir, "--baseline")
     tokenizer = load_tokenizer(PolicyConfig(pretrained=policy_dir))
-    policy, baseline = _load(policy_dir), _load(baseline_dir)
     pairs = make_rows(num_pairs, seed + 1, split="validation")
     accuracy = reward_accuracy(policy, baseline, tokenizer, pairs, max_length)
     prompts = make_prompts(num_prompts, seed, split="eval")
