@@ -1,7 +1,8 @@
 """The ``lit-align`` command: LightningCLI subcommands plus ``eval``.
 
 ``lit-align fit --config configs/quickstart.yaml`` trains; ``--model.loss SPO`` swaps the loss;
-``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies.
+``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies;
+``lit-align study --help`` runs the loss comparison study.
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignC
 
 def main() -> None:
     """Entry point. Never mutates ``sys.argv``: Lightning re-executes it to start other ranks."""
-    if len(sys.argv) > 1 and sys.argv[1] == "eval":
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command == "eval":
         from lit_align.eval.cli import main as eval_main
 
         eval_main(sys.argv[2:])
-        return
-    run_lightning_cli()
+    elif command == "study":
+        from lit_align.study.run import main as study_main
+
+        study_main(sys.argv[2:])
+    else:
+        run_lightning_cli()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""Per-run statistics read back from a run's TensorBoard event files and event log."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+CURVES = ("rewards/margins", "logps/chosen", "logps/rejected", "grad_norm")
+EVENT_LOG = "instability_events.jsonl"
+
+
+def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of a run as ``tag → [(step, value), ...]``."""
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {
+        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+    }
+
+
+def count_events(run_dir: str) -> int | None:
+    """Instability events recorded in the run's event log; None when no monitor was enabled."""
+    path = os.path.join(run_dir, EVENT_LOG)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return sum(1 for line in f if line.strip() and json.loads(line))
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Summary of one training run.
+
+    Attributes:
+        reward_accuracy: last validation ``val_rewards/accuracies``.
+        margin_final: mean reward margin over the last tenth of the steps.
+        margin_max: largest logged per-step margin.
+        target_final: the loss's finite target (SPO's ``spo/target_gap_mean``) at the end, or
+            None for losses without one.
+        chosen_drift: change of the chosen log-prob from the first step to the last tenth.
+        rejected_drift: the same for the rejected log-prob.
+        grad_norm_mean: mean pre-clip gradient norm.
+        grad_norm_max: largest pre-clip gradient norm.
+        events: instability events, or None if no monitor ran.
+    """
+
+    reward_accuracy: float
+    margin_final: float
+    margin_max: float
+    target_final: float | None
+    chosen_drift: float
+    rejected_drift: float
+    grad_norm_mean: float
+    grad_norm_max: float
+    events: int | None
+
+
+def _tail_mean(series: list[tuple[int, float]]) -> float:
+    tail = series[-max(len(series) // 10, 1) :]
+    return sum(v for _, v in tail) / len(tail)
+
+
+def run_stats(run_dir: str) -> RunStats:
+    """Statistics of the run logged in ``run_dir`` (it must have logged every curve)."""
+    s = read_scalars(run_dir)
+    missing = [tag for tag in (*CURVES, "val_rewards/accuracies") if not s.get(tag)]
+    if missing:
+        raise ValueError(f"run {run_dir!r} logged no {missing}; was it trained with lit_align?")
+    norms = [v for _, v in s["grad_norm"]]
+    target = s.get("spo/target_gap_mean")
+    return RunStats(
+        reward_accuracy=s["val_rewards/accuracies"][-1][1],
+        margin_final=_tail_mean(s["rewards/margins"]),
+        margin_max=max(v for _, v in s["rewards/margins"]),
+        target_final=_tail_mean(target) if target else None,
+        chosen_drift=_tail_mean(s["logps/chosen"]) - s["logps/chosen"][0][1],
+        rejected_drift=_tail_mean(s["logps/rejected"]) - s["logps/rejected"][0][1],
+        grad_norm_mean=sum(norms) / len(norms),
+        grad_norm_max=max(norms),
+        events=count_events(run_dir),
+    )

@@ -1,0 +1,103 @@
+"""The study report: a Markdown table, findings in words, and plots on shared axes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lit_align.eval.winrate import mean_std  # noqa: E402
+from lit_align.study.metrics import CURVES, RunStats  # noqa: E402
+
+COLUMNS = (
+    "loss", "win vs SFT", "win vs DPO", "reward acc", "margin final", "margin max",
+    "target", "Δ logp chosen", "Δ logp rejected", "grad norm mean", "grad norm max", "events",
+)
+
+
+def cell(values: Sequence[float | int | None], pct: bool = False) -> str:
+    """``mean`` (one seed) or ``mean ± std`` (several); ``n/a`` when nothing was measured."""
+    known = [float(v) for v in values if v is not None]
+    if not known:
+        return "n/a"
+    mean, std = mean_std(known)
+    scale, fmt = (100.0, "{:.1f}%") if pct else (1.0, "{:.3g}")
+    text = fmt.format(mean * scale)
+    return text if len(known) == 1 else f"{text} ± {fmt.format(std * scale)}"
+
+
+def table(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown table, one row per loss; each cell aggregates the seeds."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for loss, runs in stats.items():
+        row = [
+            loss,
+            cell(wins[loss].get("SFT", []), pct=True),
+            cell(wins[loss].get("DPO", []), pct=True) if loss != "DPO" else "—",
+            cell([r.reward_accuracy for r in runs], pct=True),
+            cell([r.margin_final for r in runs]),
+            cell([r.margin_max for r in runs]),
+            cell([r.target_final for r in runs]),
+            cell([r.chosen_drift for r in runs]),
+            cell([r.rejected_drift for r in runs]),
+            cell([r.grad_norm_mean for r in runs]),
+            cell([r.grad_norm_max for r in runs]),
+            cell([r.events for r in runs]),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def findings(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float]]]) -> str:
+    """The questions the seed papers argue about, answered from the numbers above."""
+    first = {loss: runs[0] for loss, runs in stats.items()}
+    lines = []
+    if "SPO" in first and "DPO" in first:
+        spo, dpo = first["SPO"], first["DPO"]
+        lines.append(
+            f"- Margins: DPO ended at {dpo.margin_final:.3g} (max {dpo.margin_max:.3g}); SPO ended "
+            f"at {spo.margin_final:.3g} against its target {spo.target_final or float('nan'):.3g}."
+        )
+    for loss in ("BNF", "DPO"):
+        if loss in first:
+            drift = first[loss].chosen_drift
+            verb = "rose" if drift >= 0 else "fell"
+            lines.append(f"- {loss}: the chosen log-prob {verb} by {abs(drift):.3g} nats.")
+    ranked = sorted(wins, key=lambda k: -cell_mean(wins[k].get("SFT", [])))
+    if ranked:
+        best = ranked[0]
+        lines.append(
+            f"- Highest win rate against SFT: {best} ({cell(wins[best]['SFT'], pct=True)})."
+        )
+    return "\n".join(lines)
+
+
+def cell_mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("-inf")
+
+
+def plot_curves(
+    curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str
+) -> list[str]:
+    """One PNG per curve (margin, chosen/rejected log-prob, grad norm), every loss on it."""
+    paths = []
+    for tag in CURVES:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for loss, series in curves.items():
+            points = series.get(tag, [])
+            ax.plot([s for s, _ in points], [v for _, v in points], label=loss, linewidth=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(tag)
+        ax.set_title(f"{tag} (seed of the first run)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = os.path.join(out_dir, tag.replace("/", "_") + ".png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
