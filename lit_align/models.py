@@ -112,14 +112,18 @@ def build_causal_lm(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> Pr
     """Load ``cfg.pretrained`` or build a new model from ``cfg.architecture`` + ``cfg.config``."""
     dtype = _DTYPES[cfg.dtype]
     if cfg.pretrained is None:
-        config = AutoConfig.for_model(
-            cfg.architecture,
-            vocab_size=len(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **cfg.config,
-        )
+        special = {
+            "vocab_size": len(tokenizer),  # a config may pad it (Qwen2.5: 151,936 > tokenizer)
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        config = AutoConfig.for_model(cfg.architecture, **{**special, **cfg.config})
+        if config.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"--model.policy.config.vocab_size={config.vocab_size} is smaller than the "
+                f"tokenizer's {len(tokenizer)} tokens"
+            )
         if cfg.attn_implementation is not None:
             config._attn_implementation = cfg.attn_implementation
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
