@@ -19,6 +19,9 @@ class NCA(MarginLoss):
     Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−logσ(βρ_w) − ½·logσ(−βρ_w) − ½·logσ(−βρ_l)"
+    paper = "Chen et al. 2024, arXiv 2402.05369"
+
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         x_w, x_l = self.beta * rho_w, self.beta * rho_l
         losses = -F.logsigmoid(x_w) - 0.5 * F.logsigmoid(-x_w) - 0.5 * F.logsigmoid(-x_l)
@@ -35,6 +38,9 @@ class APOZero(MarginLoss):
     Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "1 − σ(βρ_w) + σ(βρ_l)"
+    paper = "D'Oosterlinck et al. 2024, arXiv 2408.06266"
+
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         return PairTerms(1 - torch.sigmoid(self.beta * rho_w) + torch.sigmoid(self.beta * rho_l))
 
@@ -48,6 +54,9 @@ class APODown(MarginLoss):
 
     Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "σ(βρ_w) + 1 − σ(βΔ)"
+    paper = "D'Oosterlinck et al. 2024, arXiv 2408.06266"
 
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         x_w = self.beta * rho_w

@@ -39,6 +39,12 @@ class PreferenceLoss(nn.Module):
         needs_token_entropy: the loss reads ``SequenceLogps.token_entropy``.
         supports_paired: accepts paired batches (chosen rows first, then rejected).
         supports_unpaired: accepts unpaired batches with boolean ``labels``.
+
+    Documentation (class attributes, rendered into ``docs/losses.md`` by
+    :mod:`lit_align.losses.table`):
+        formula: the per-example loss on one line, in the notation of that page
+            (e.g. ``−logσ(βΔ)``).
+        paper: short citation with the arXiv id (e.g. ``Rafailov et al. 2023, arXiv 2305.18290``).
     """
 
     requires_reference: ClassVar[bool] = True
@@ -46,6 +52,8 @@ class PreferenceLoss(nn.Module):
     needs_token_entropy: ClassVar[bool] = False
     supports_paired: ClassVar[bool] = True
     supports_unpaired: ClassVar[bool] = False
+    formula: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
 
     def forward(
         self,

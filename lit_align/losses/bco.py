@@ -50,6 +50,9 @@ class BCOPair(MarginLoss):
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−logσ(βρ_w − δ) − logσ(−(βρ_l − δ)), δ = running mean of rewards"
+    paper = "Jung et al. 2024, arXiv 2404.04656"
+
     def __init__(self, beta: float = 0.1, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
         self.baseline = RewardBaseline()
@@ -75,6 +78,9 @@ class BCO(PreferenceLoss):
     Args:
         beta: inverse temperature β; > 0.
     """
+
+    formula = "desirable −logσ(βρ − δ), undesirable −logσ(−(βρ − δ)), δ = running mean of rewards"
+    paper = "Jung et al. 2024, arXiv 2404.04656"
 
     supports_paired = False
     supports_unpaired = True

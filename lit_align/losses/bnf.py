@@ -90,6 +90,9 @@ class BNF(PreferenceLoss):
         length_normalization: ``"min_in_batch"`` or ``"own_length"``, see above.
     """
 
+    formula = "−[S(y_w) − S(y_l)] (unpaired: −s·S(y)), S(y) = Σ_t Σ_v sg(q_t(v))·log p_t(v) / T"
+    paper = "Mao et al. 2024, arXiv 2410.04834 (ICLR 2025)"
+
     needs_token_logps = True
     needs_token_entropy = True
     supports_unpaired = True

@@ -36,6 +36,9 @@ class DPO(MarginLoss):
             :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−(1−ε)·logσ(βΔ) − ε·logσ(−βΔ)"
+    paper = "Rafailov et al. 2023, arXiv 2305.18290; ε: cDPO (Mitchell 2023)"
+
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
         _check_smoothing(label_smoothing)
@@ -56,6 +59,9 @@ class RobustDPO(MarginLoss):
         label_smoothing: label-flip probability ε, in ``[0, 0.5)``.
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "[−(1−ε)·logσ(βΔ) + ε·logσ(−βΔ)] / (1−2ε)"
+    paper = "Chowdhury et al. 2024, arXiv 2403.00409"
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
@@ -85,6 +91,9 @@ class AOT(MarginLoss):
         label_smoothing: ε, in ``[0, 0.5)``.
         **modifiers: ``ld_alpha`` of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "−(1−ε)·logσ(βδ) − ε·logσ(−βδ), δ = sort(c − r) − sort(c_ref − r_ref) over the batch"
+    paper = "Melnyk et al. 2024, arXiv 2406.05882"
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)

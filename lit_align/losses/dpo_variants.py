@@ -24,6 +24,9 @@ class DPOP(MarginLoss):
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−logσ(β(Δ − λ·max(0, c_ref − c)))"
+    paper = "Pal et al. 2024 (Smaug), arXiv 2402.13228"
+
     def __init__(self, beta: float = 0.1, lam: float = 50.0, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
         require(lam >= 0, "lam", f"must be >= 0, got {lam}")
@@ -48,6 +51,9 @@ class RDPO(MarginLoss):
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−logσ(βΔ − α(|y_w| − |y_l|))"
+    paper = "Park et al. 2024, arXiv 2403.19159"
+
     def __init__(self, beta: float = 0.1, alpha: float = 0.01, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
         require(alpha >= 0, "alpha", f"must be >= 0, got {alpha}")
@@ -68,6 +74,9 @@ class SigmoidNorm(MarginLoss):
         beta: inverse temperature β (per-token log-ratios are small: larger β than DPO's); > 0.
         **modifiers: ``wpo`` of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "−logσ(β(ρ_w/|y_w| − ρ_l/|y_l|))"
+    paper = "Lambert et al. 2024 (Tülu 3, length-normalised DPO), arXiv 2411.15124"
 
     length_normalized = True
 

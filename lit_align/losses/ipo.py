@@ -26,6 +26,9 @@ class IPO(MarginLoss):
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "(Δ̄ − 1/(2β))²"
+    paper = "Azar et al. 2023, arXiv 2310.12036"
+
     def __init__(
         self, beta: float = 0.1, normalize: Literal["mean", "sum"] = "mean", **modifiers: Any
     ) -> None:
@@ -52,6 +55,9 @@ class SPPOHard(MarginLoss):
 
     Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "(ρ_w − 1/(2β))² + (ρ_l + 1/(2β))²"
+    paper = "Wu et al. 2024, arXiv 2405.00675"
 
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         half = 1 / (2 * self.beta)

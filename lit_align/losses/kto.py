@@ -33,6 +33,12 @@ class KTO(PreferenceLoss):
         undesirable_weight: λ_U; > 0.
     """
 
+    formula = (
+        "desirable λ_D·(1 − σ(β(ρ − z))), undesirable λ_U·(1 − σ(β(z − ρ))), "
+        "z = max(0, KL estimate)"
+    )
+    paper = "Ethayarajh et al. 2024, arXiv 2402.01306"
+
     needs_kl_rows: ClassVar[bool] = True
     supports_paired = False
     supports_unpaired = True

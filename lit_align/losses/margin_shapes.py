@@ -21,6 +21,9 @@ class Hinge(MarginLoss):
     Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "relu(1 − βΔ)"
+    paper = "Zhao et al. 2023 (SLiC), arXiv 2305.10425"
+
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         return PairTerms(torch.relu(1 - self.beta * (rho_w - rho_l)))
 
@@ -39,6 +42,9 @@ class EXO(MarginLoss):
         epsilon: label smoothing ε, in ``(0, 0.5)`` (TRL's default 1e-3).
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "σ(βΔ)·[logσ(βΔ) − log(1−ε)] + σ(−βΔ)·[logσ(−βΔ) − log ε]"
+    paper = "Ji et al. 2024, arXiv 2402.00856"
 
     def __init__(self, beta: float = 0.1, epsilon: float = 1e-3, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
@@ -66,6 +72,9 @@ class DiscoPOP(MarginLoss):
         tau: temperature τ of the modulation; > 0.
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
+
+    formula = "(1−m)·(−logσ(βΔ)) + m·e^{−βΔ}, m = σ(βΔ/τ)"
+    paper = "Lu et al. 2024, arXiv 2406.08414"
 
     def __init__(self, beta: float = 0.1, tau: float = 0.05, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)

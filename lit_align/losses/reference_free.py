@@ -26,6 +26,9 @@ class SimPO(PreferenceLoss):
         gamma: target reward margin γ (the paper advises ``γ/β`` of 0.3 to 0.55); ≥ 0.
     """
 
+    formula = "−logσ(β(c̄ − r̄) − γ)"
+    paper = "Meng et al. 2024, arXiv 2405.14734"
+
     requires_reference = False
 
     def __init__(self, beta: float = 2.0, gamma: float = 1.0) -> None:
@@ -55,6 +58,9 @@ class CPO(PreferenceLoss):
         beta: inverse temperature β; > 0.
         alpha: weight α of the NLL term; ≥ 0.
     """
+
+    formula = "−logσ(β(c − r)) − α·c̄"
+    paper = "Xu et al. 2024, arXiv 2401.08417"
 
     requires_reference = False
 
@@ -88,6 +94,9 @@ class ORPO(PreferenceLoss):
     Args:
         lam: weight λ of the odds-ratio term (TRL's ``beta``); ≥ 0.
     """
+
+    formula = "−c̄ − λ·logσ(c̄ − r̄ − log(1−e^{c̄}) + log(1−e^{r̄}))"
+    paper = "Hong et al. 2024, arXiv 2403.07691"
 
     requires_reference = False
 

@@ -26,6 +26,9 @@ class SFT(PreferenceLoss):
     DPO + α·SFT).
     """
 
+    formula = "−c̄ (chosen or desirable responses)"
+    paper = "Ouyang et al. 2022 (InstructGPT), arXiv 2203.02155"
+
     requires_reference = False
     supports_unpaired = True
 

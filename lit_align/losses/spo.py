@@ -56,6 +56,9 @@ class SPO(MarginLoss):
         **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
     """
 
+    formula = "−z·e^{−z} + α·softplus(βρ_l), z = βΔ/Δr"
+    paper = "Tan 2025, arXiv 2508.07137 (z and the α term: lit_align's choice)"
+
     def __init__(
         self,
         beta: float = 0.1,

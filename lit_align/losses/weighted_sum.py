@@ -26,6 +26,9 @@ class WeightedSum(PreferenceLoss):
         weights: one non-negative weight per component.
     """
 
+    formula = "Σ_i w_i·ℓ_i"
+    paper = "e.g. RPO = DPO + α·SFT: Pang et al. 2024, arXiv 2404.19733"
+
     def __init__(self, losses: list[PreferenceLoss], weights: list[float]) -> None:
         super().__init__()
         require(len(losses) > 0, "losses", "must name at least one loss, got []")
