@@ -2,17 +2,23 @@
 
 ``lit-align fit --config configs/quickstart.yaml`` trains; ``--model.loss SPO`` swaps the loss;
 ``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies;
-``lit-align study --help`` runs the loss comparison study.
+``lit-align study --help`` runs the loss comparison study; ``lit-align export --help`` turns a
+checkpoint into a Hugging Face model directory.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.module import AlignmentModule
+
+# The module moves PreferenceBatch itself (a frozen dataclass); Lightning warns about that override
+# whenever a datamodule is also given, on every run.
+warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device`")
 
 
 class AlignCLI(LightningCLI):
@@ -40,6 +46,10 @@ def main() -> None:
         from lit_align.eval.cli import main as eval_main
 
         eval_main(sys.argv[2:])
+    elif command == "export":
+        from lit_align.export import main as export_main
+
+        export_main(sys.argv[2:])
     elif command == "study":
         from lit_align.study.run import main as study_main
 
