@@ -1,11 +1,64 @@
-"""Distributed helpers that are correct with and without FSDP2 sharding."""
+"""FSDP2 training: the strategy preset, the sharding helper, and the global gradient norm.
+
+Select the preset from YAML; one process per device, started by Lightning, torchrun or SLURM::
+
+    trainer:
+      devices: 8           # processes per node; must match the launcher's
+      num_nodes: 2         # must match the launcher's node count
+      precision: 32-true   # mixed precision comes from param_dtype, not from the trainer
+      strategy:
+        class_path: lit_align.distributed.FSDP2Strategy
+        init_args: {param_dtype: bfloat16}
+
+On the command line: ``--trainer.strategy=fsdp2`` (the registered name, default arguments) or
+``--trainer.strategy=FSDP2Strategy --trainer.strategy.param_dtype=float32``. A bare class path
+with no argument is taken for a strategy *name* and refused by Lightning; write
+``--trainer.strategy.class_path=lit_align.distributed.FSDP2Strategy`` instead.
+
+Every parameter of the policy (and of the frozen reference) becomes a ``DTensor`` sharded
+``Shard(0)`` over all ``devices × num_nodes`` ranks, and each rank sees its own part of every
+global batch. Activation checkpointing is a model setting (``--model.activation_checkpointing``):
+the module applies it while building the model, before :meth:`FSDP2Strategy.shard`, so one flag
+serves sharded and unsharded runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import atexit
+import os
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.fabric.plugins.environments import (
+    ClusterEnvironment,
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 from torch import Tensor
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import (
+    CPUOffloadPolicy,
+    FSDPModule,
+    MixedPrecisionPolicy,
+    OffloadPolicy,
+    fully_shard,
+)
+
+from lit_align.models import CausalLMScorer, decoder_layers
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# Launchers that start the processes themselves, and the variable holding processes per node.
+_LAUNCHERS = {
+    TorchElasticEnvironment: ("torchrun", "LOCAL_WORLD_SIZE"),
+    SLURMEnvironment: ("SLURM", "SLURM_NTASKS_PER_NODE"),
+}
 
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> Tensor:
@@ -20,3 +73,216 @@ def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> Tensor:
         return torch.zeros(())
     norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def shard_scorer(
+    scorer: CausalLMScorer,
+    mesh: DeviceMesh,
+    mp_policy: MixedPrecisionPolicy | None = None,
+    reshard_after_forward: bool = True,
+    offload_policy: OffloadPolicy | None = None,
+) -> CausalLMScorer:
+    """Apply FSDP2 to each decoder layer of ``scorer.model``, then to ``scorer`` as the root.
+
+    The root call is mandatory: it shards what the layers leave out (embeddings, final norm,
+    lm_head), without which gradient clipping meets mixed ``Tensor``/``DTensor`` gradients.
+    Activation checkpointing, if wanted, must already be applied. Works in place.
+
+    Args:
+        scorer: the policy or a frozen reference; its parameters become ``DTensor`` ``Shard(0)``.
+        mesh: the 1-D data-parallel mesh to shard over.
+        mp_policy: compute/all-gather and reduce-scatter dtypes; None keeps the model's dtype.
+        reshard_after_forward: free gathered parameters after each forward (False keeps them
+            until backward; never use False for a frozen reference, which has no backward).
+        offload_policy: ``CPUOffloadPolicy()`` keeps the shards in CPU memory.
+    """
+    options = {
+        "mesh": mesh,
+        "mp_policy": mp_policy or MixedPrecisionPolicy(),
+        "offload_policy": offload_policy or OffloadPolicy(),
+        "reshard_after_forward": reshard_after_forward,
+    }
+    for layer in decoder_layers(scorer.model):
+        fully_shard(layer, **options)
+    fully_shard(scorer, **options)
+    return scorer
+
+
+def launcher_mismatch(
+    environment: ClusterEnvironment | None, devices: int, num_nodes: int
+) -> str | None:
+    """Why the launcher's process counts contradict ``devices``/``num_nodes``; None if they agree.
+
+    Lightning checks nothing when torchrun or SLURM start the processes: a mismatch would hang in
+    the rendezvous, crash with an ``IndexError``, or shard over the wrong ranks. Lightning's own
+    launcher (``LightningEnvironment``) sizes the world from ``devices`` and ``num_nodes``, so
+    there is nothing to check.
+    """
+    own = environment is None or isinstance(environment, LightningEnvironment)
+    if own or not environment.creates_processes_externally:
+        return None  # Lightning derives the world size from devices and num_nodes itself
+    label, per_node_var = _LAUNCHERS.get(type(environment), (type(environment).__name__, ""))
+    world = environment.world_size()
+    raw = os.environ.get(per_node_var, "")
+    per_node = int(raw) if raw.isdigit() else None
+    expected = devices * num_nodes
+    if world == expected and per_node in (None, devices) and environment.local_rank() < devices:
+        return None
+    started = f"{world} processes" + (f" ({per_node} per node)" if per_node else "")
+    hint = (
+        f" (here: --trainer.devices={per_node} --trainer.num_nodes={world // per_node})"
+        if per_node
+        else ""
+    )
+    return (
+        f"{label} started {started}, but the trainer expects --trainer.num_nodes={num_nodes} x "
+        f"--trainer.devices={devices} = {expected}. Set --trainer.devices to the processes per "
+        f"node and --trainer.num_nodes to the number of nodes{hint}."
+    )
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """FSDP2 over all ranks: ``data_parallel_size = num_nodes × devices``, no tensor parallelism.
+
+    ``ModelParallelStrategy``'s defaults shard nothing on one node; this preset fills in the
+    sizes from the world size and shards the module's scorers (see :func:`shard_for_trainer`).
+    Keep ``--trainer.precision=32-true``: sharded master weights and optimizer states keep the
+    model's dtype (float32 unless ``--model.policy.dtype`` says otherwise) and ``param_dtype``
+    sets the compute dtype.
+
+    Args:
+        param_dtype: dtype of the all-gathered parameters and the compute (``bfloat16``,
+            ``float16``); ``float32`` disables mixed precision.
+        reduce_dtype: dtype of the gradient reduce-scatter.
+        reshard_after_forward: free each layer's gathered parameters after its forward (less
+            memory, one more all-gather in backward). The frozen reference always reshards.
+        reduce_every_micro_batch: with gradient accumulation, reduce-scatter after every
+            micro-batch (gradients stay sharded). False reduces once per optimizer step and
+            accumulates unsharded local gradients in between: less traffic, more memory.
+        cpu_offload: keep sharded parameters, gradients and optimizer states in CPU memory
+            (CUDA only).
+        save_distributed_checkpoint: a directory with one shard file per rank (reshardable to any
+            world size); False assembles a single file on rank 0.
+        process_group_backend: ``nccl``, ``gloo``, …; None picks by device
+            (``cuda:nccl,cpu:gloo`` with ``cpu_offload``, whose gradients live on the CPU).
+        timeout: timeout of collective operations (``H:MM:SS`` on the command line).
+    """
+
+    def __init__(
+        self,
+        param_dtype: str = "bfloat16",
+        reduce_dtype: str = "float32",
+        reshard_after_forward: bool = True,
+        reduce_every_micro_batch: bool = False,
+        cpu_offload: bool = False,
+        save_distributed_checkpoint: bool = True,
+        process_group_backend: str | None = None,
+        timeout: timedelta | None = default_pg_timeout,
+    ) -> None:
+        for flag, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
+            if value not in _DTYPES:
+                raise ValueError(
+                    f"--trainer.strategy.init_args.{flag} must be one of {sorted(_DTYPES)}, "
+                    f"got {value!r}"
+                )
+        if cpu_offload and process_group_backend is None:
+            process_group_backend = "cuda:nccl,cpu:gloo"
+        super().__init__(
+            data_parallel_size="auto",  # set to the world size in setup_environment
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+        )
+        self.mp_policy = MixedPrecisionPolicy(
+            param_dtype=_DTYPES[param_dtype], reduce_dtype=_DTYPES[reduce_dtype]
+        )
+        self.reshard_after_forward = reshard_after_forward
+        self.reduce_every_micro_batch = reduce_every_micro_batch
+        self.cpu_offload = cpu_offload
+
+    def setup_environment(self) -> None:
+        """Validate the launch and precision, then join the process group and build the mesh."""
+        problem = launcher_mismatch(self.cluster_environment, self.num_processes, self.num_nodes)
+        if problem:
+            raise ValueError(problem)
+        precision = getattr(self.precision_plugin, "precision", "32-true")
+        if precision != "32-true":
+            raise ValueError(
+                f"FSDP2Strategy needs --trainer.precision=32-true, got {precision!r}; set the "
+                "compute dtype with --trainer.strategy.init_args.param_dtype instead"
+            )
+        if self.cpu_offload and self.root_device.type != "cuda":
+            raise ValueError(
+                "--trainer.strategy.init_args.cpu_offload=true needs CUDA devices, got "
+                f"{self.root_device}; set it to false"
+            )
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+        # Leaving gloo's threads to interpreter teardown crashed 3 of 45 CPU runs after their work
+        # was done (rc 134, "terminate called without an active exception"): destroy it first.
+        atexit.unregister(_destroy_process_group)  # once, however many times fit/validate run
+        atexit.register(_destroy_process_group)
+
+    def shard(self, policy: CausalLMScorer, frozen: Sequence[CausalLMScorer] = ()) -> None:
+        """Shard the policy and the frozen scorers (no gradients, eval mode) over all ranks."""
+        mesh = self.device_mesh["data_parallel"]
+        offload = CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy()
+        shard_scorer(policy, mesh, self.mp_policy, self.reshard_after_forward, offload)
+        for scorer in frozen:
+            shard_scorer(scorer, mesh, self.mp_policy, True, offload)
+
+    @contextmanager
+    def block_backward_sync(self) -> Generator[None, None, None]:
+        """Lightning enters this around micro-batches that do not end an accumulation."""
+        if self.reduce_every_micro_batch:
+            yield
+            return
+        sharded = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
+        for module in sharded:
+            module.set_requires_gradient_sync(False, recurse=False)
+        try:
+            yield
+        finally:
+            for module in sharded:
+                module.set_requires_gradient_sync(True, recurse=False)
+
+    def model_to_device(self) -> None:
+        """Move the module to its device; with ``cpu_offload``, leave the sharded scorers alone.
+
+        Lightning's ``model.to(device)`` would move the offloaded shards back to the GPU.
+        """
+        if not self.cpu_offload:
+            return super().model_to_device()
+        for child in self.model.children():
+            if not isinstance(child, FSDPModule):  # the sharded roots place their own states
+                child.to(self.root_device)
+
+
+StrategyRegistry.register(
+    "fsdp2", FSDP2Strategy, description="lit_align FSDP2 over all ranks, bf16", override=True
+)
+
+
+def shard_for_trainer(
+    trainer: Trainer | None, policy: CausalLMScorer, frozen: Sequence[CausalLMScorer] = ()
+) -> None:
+    """Shard ``policy`` and ``frozen`` when the trainer runs :class:`FSDP2Strategy`, else nothing.
+
+    Called from ``AlignmentModule.configure_model`` after the model is built (and activation
+    checkpointing applied). A bare ``ModelParallelStrategy`` is refused: with its defaults every
+    rank would train a full, unsharded copy on the same batches.
+    """
+    strategy = trainer.strategy if trainer is not None else None
+    if isinstance(strategy, FSDP2Strategy):
+        strategy.shard(policy, frozen)
+    elif isinstance(strategy, ModelParallelStrategy):
+        raise ValueError(
+            f"trainer.strategy {type(strategy).__name__} is not supported: use "
+            "class_path: lit_align.distributed.FSDP2Strategy, which shards the model"
+        )
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

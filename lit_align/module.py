@@ -24,8 +24,9 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
-from lit_align.distributed import global_grad_norm
+from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import (
     CausalLMScorer,
@@ -97,7 +98,7 @@ class AlignmentModule(LightningModule):
         return self._tokenizer
 
     def configure_model(self) -> None:
-        """Build the policy (and the frozen reference when the loss needs one)."""
+        """Build the policy (and the frozen reference when the loss needs one), then shard them."""
         if self.policy is not None:
             return
         model = build_causal_lm(self.policy_config, self.tokenizer)
@@ -108,6 +109,7 @@ class AlignmentModule(LightningModule):
             model.gradient_checkpointing_enable({"use_reentrant": False})
         self.policy = CausalLMScorer(model, self.logps_chunk_size)
         self.policy.train()  # from_pretrained returns eval mode
+        shard_for_trainer(self._trainer, self.policy, self._reference)  # FSDP2Strategy only
 
     @property
     def reference(self) -> CausalLMScorer | None:
@@ -115,7 +117,9 @@ class AlignmentModule(LightningModule):
         if not self._reference:
             return None
         ref = self._reference[0]
-        if next(ref.parameters()).device != self.device:
+        param = next(ref.parameters())
+        # Sharded (DTensor) references were placed by FSDP2, possibly offloaded: leave them.
+        if not isinstance(param, DTensor) and param.device != self.device:
             ref.to(self.device)
         return ref
 
