@@ -53,8 +53,8 @@ class PreferenceBatch:
 
     @property
     def num_examples(self) -> int:
-        """Pairs for a paired batch, rows for an unpaired one."""
-        return self.num_rows // 2 if self.paired else self.num_rows
+        """Pairs for a paired batch, labelled rows for an unpaired one (KL rows not counted)."""
+        return self.num_rows // 2 if self.paired else self.labels.shape[0]
 
     def to(self, device: torch.device | str) -> PreferenceBatch:
         def move(x):

@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from lit_align.types import PreferenceBatch
 
+RESPONSE_FIELDS = ("chosen", "rejected", "completion")
+PromptSide = Literal["keep_end", "keep_start"]
+Policy = Literal["truncate", "drop"]
+
 
 @dataclass(frozen=True)
 class Truncation:
-    """How rows are fitted into ``max_length`` tokens.
+    """How a row is fitted into ``max_length`` tokens (prompt + one response, eos included).
 
-    The prompt keeps its end (the tokens nearest the response) and is cut to
-    ``max_prompt_length``; each response keeps its start and is cut so that prompt + response
-    fits in ``max_length``. The response always ends with the eos token unless it was cut.
-    A row whose responses would keep fewer than ``min_response_tokens`` tokens is dropped.
+    ``policy="truncate"`` (``--data.truncation truncate``):
+
+    1. a prompt longer than ``max_prompt_length`` (when set) is cut to it;
+    2. if prompt + longest response still exceed ``max_length``, the prompt is cut further, to
+       what leaves room for that response but never below ``prompt_limit`` tokens;
+    3. each response is cut to the room left, keeping its start (a cut response has no eos).
+
+    The prompt keeps its end (``prompt_side="keep_end"``: the tokens nearest the response) or its
+    start (``"keep_start"``); its leading special tokens (e.g. BOS) are kept either way.
+
+    ``policy="drop"`` (``--data.truncation drop``): a row that would need any cut is dropped
+    instead. Both counts are shown in the start-up summary.
     """
 
     max_length: int = 1024
     max_prompt_length: int | None = None
-    min_response_tokens: int = 1
+    prompt_side: PromptSide = "keep_end"
+    policy: Policy = "truncate"
 
     def __post_init__(self) -> None:
         if self.max_length < 2:
@@ -34,57 +47,121 @@ class Truncation:
                 f"--data.max_prompt_length must be in [1, max_length), got {limit} "
                 f"with max_length={self.max_length}"
             )
+        if self.prompt_side not in ("keep_end", "keep_start"):
+            raise ValueError(
+                f"--data.prompt_truncation must be keep_end or keep_start, got {self.prompt_side!r}"
+            )
+        if self.policy not in ("truncate", "drop"):
+            raise ValueError(f"--data.truncation must be truncate or drop, got {self.policy!r}")
 
     @property
     def prompt_limit(self) -> int:
-        """Prompt budget: ``max_prompt_length``, or half of ``max_length`` when unset."""
+        """Prompt budget when a row is too long: ``max_prompt_length``, else ``max_length // 2``."""
         return self.max_prompt_length or self.max_length // 2
+
+    def prompt_keep(self, prompt_len: int, longest_response: int) -> int:
+        """Prompt tokens kept by the ``truncate`` policy (steps 1 and 2)."""
+        keep = min(prompt_len, self.max_prompt_length or prompt_len)
+        if keep + longest_response > self.max_length:
+            keep = min(keep, max(self.max_length - longest_response, self.prompt_limit))
+        return keep
+
+
+def special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts before a text (e.g. ``[bos]``); often empty."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
 
 
 def tokenize_row(
-    row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, trunc: Truncation
+    row: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    trunc: Truncation,
+    prefix: list[int] | tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Token ids of a canonical row, truncated; flags ``truncated`` and ``dropped``.
+    """Token ids of a canonical (paired or unpaired) row, fitted by ``trunc``.
 
-    Prompt and responses are tokenised separately and concatenated, so the boundary between
-    them is exact whatever the tokenizer does across it. Scores are carried through (None when
-    the row has none).
+    Prompt and responses are tokenised separately, as the model sees them at generation time,
+    so the boundary between them is exact whatever the tokenizer would merge across it. The
+    prompt starts with ``prefix`` (see :func:`special_prefix`) unless it already does (chat
+    templates often render BOS themselves); each response ends with eos. Returns
+    ``prompt_ids``, ``<response>_ids`` per response field, ``truncated``, ``dropped``, ``length``
+    (prompt + longest response, for length grouping), and the scores or label carried through
+    (scores None when the row has none).
     """
-    prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    responses = [
-        tokenizer(row[name], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        for name in ("chosen", "rejected")
-    ]
-    truncated = len(prompt) > trunc.prompt_limit
-    prompt = prompt[-trunc.prompt_limit :]
+    prefix = list(prefix)
+    body = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    if prefix and body[: len(prefix)] == prefix:
+        body = body[len(prefix) :]
+    names = [name for name in RESPONSE_FIELDS if name in row]
+    eos = [tokenizer.eos_token_id]
+    responses = [tokenizer(row[n], add_special_tokens=False)["input_ids"] + eos for n in names]
+    longest = max(len(r) for r in responses)
+    keep = max(trunc.prompt_keep(len(prefix) + len(body), longest) - len(prefix), 0)
+    prompt = prefix + (body[len(body) - keep :] if trunc.prompt_side == "keep_end" else body[:keep])
     room = trunc.max_length - len(prompt)
-    truncated = truncated or any(len(r) > room for r in responses)
-    chosen, rejected = (r[:room] for r in responses)
-    dropped = min(len(chosen), len(rejected)) < trunc.min_response_tokens
-    return {
-        "prompt_ids": prompt,
-        "chosen_ids": chosen,
-        "rejected_ids": rejected,
-        "truncated": truncated,
-        "dropped": dropped,
-        "score_chosen": row.get("score_chosen"),
-        "score_rejected": row.get("score_rejected"),
-    }
+    truncated = len(prompt) < len(prefix) + len(body) or longest > room
+    out = {f"{name}_ids": ids[:room] for name, ids in zip(names, responses)}
+    out.update(
+        prompt_ids=prompt,
+        truncated=truncated,
+        dropped=truncated and trunc.policy == "drop",
+        length=len(prompt) + min(longest, room),
+    )
+    if "label" in row:
+        return {**out, "label": row["label"]}
+    return {**out, **{name: row.get(name) for name in ("score_chosen", "score_rejected")}}
 
 
 class PreferenceCollator:
-    """Pads tokenised pairs into a :class:`PreferenceBatch` (chosen rows first, then rejected).
+    """Pads tokenised rows into a :class:`PreferenceBatch`.
+
+    Paired rows give ``2B`` sequences, the ``B`` chosen first, then the ``B`` rejected. Unpaired
+    rows give ``N`` sequences with ``labels``; with ``kl_rows`` they are followed by ``N`` more,
+    completion ``i`` under the prompt of row ``(i + 1) mod N`` of the same batch (the mismatched
+    pairs of KTO's KL estimate; a batch of one row can only pair a completion with its own
+    prompt), each cut to ``max_length`` keeping the completion's start.
 
     Args:
         pad_token_id: id written into padding positions (masked everywhere).
+        kl_rows: append the mismatched rows to unpaired batches.
+        max_length: longest sequence allowed for a mismatched row (required with ``kl_rows``).
     """
 
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+    def __init__(
+        self, pad_token_id: int, kl_rows: bool = False, max_length: int | None = None
+    ) -> None:
+        if kl_rows and max_length is None:
+            raise ValueError("PreferenceCollator: kl_rows needs max_length")
+        self.pad_token_id, self.kl_rows, self.max_length = pad_token_id, kl_rows, max_length
 
     def __call__(self, rows: list[dict[str, Any]]) -> PreferenceBatch:
+        if "completion_ids" in rows[0]:
+            return self._unpaired(rows)
         seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows]
         seqs += [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
+        return PreferenceBatch(
+            *self._pad(seqs),  # (2B, T) each
+            score_chosen=_scores(rows, "score_chosen"),  # (B,)
+            score_rejected=_scores(rows, "score_rejected"),
+        )
+
+    def _unpaired(self, rows: list[dict[str, Any]]) -> PreferenceBatch:
+        seqs = [(r["prompt_ids"], r["completion_ids"]) for r in rows]
+        if self.kl_rows:
+            n = len(rows)
+            for i, row in enumerate(rows):
+                prompt = rows[(i + 1) % n]["prompt_ids"]
+                seqs.append((prompt, row["completion_ids"][: self.max_length - len(prompt)]))
+        labels = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)  # (N,)
+        return PreferenceBatch(*self._pad(seqs), labels=labels)  # (N, T) or (2N, T)
+
+    def _pad(self, seqs: list[tuple[list[int], list[int]]]):
+        """(input_ids, attention_mask, response_mask), each ``(len(seqs), T)``, right-padded."""
         width = max(len(p) + len(c) for p, c in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -94,13 +171,7 @@ class PreferenceCollator:
             input_ids[i, :n] = torch.tensor(prompt + resp, dtype=torch.long)
             attention[i, :n] = 1
             response[i, n_p:n] = True
-        return PreferenceBatch(
-            input_ids=input_ids,  # (2B, T)
-            attention_mask=attention,
-            response_mask=response,
-            score_chosen=_scores(rows, "score_chosen"),
-            score_rejected=_scores(rows, "score_rejected"),
-        )
+        return input_ids, attention, response
 
 
 def _scores(rows: list[dict[str, Any]], name: str) -> torch.Tensor | None:

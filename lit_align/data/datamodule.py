@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-import os
-import random
-from typing import Any, Literal
+import dataclasses
+from typing import Literal
 
 import datasets
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from lit_align.data.collate import PreferenceCollator, Truncation, tokenize_row
-from lit_align.data.formats import DataError, RowContext, detect_format, normalize_row
+from lit_align.data.collate import PreferenceCollator, Truncation
+from lit_align.data.formats import DataError, detect_format
+from lit_align.data.prepare import Encoding, SplitStats, prepare_split
+from lit_align.data.sampler import ResumableLoader, ResumableSampler
+from lit_align.data.sources import check_columns, hold_out, load_split, map_columns
 
 BUILTIN_TASK = "builtin:sort"
-_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
+Format = Literal["auto", "paired", "conversational", "implicit_prompt", "unpaired"]
 
 
 class PreferenceDataModule(LightningDataModule):
-    """Preference pairs from the hub, local files or the embedded task.
+    """Preference data from the hub, local files or the embedded task.
+
+    Rows of every supported format (see :mod:`lit_align.data.formats`) become canonical paired
+    or unpaired rows, are tokenised once with ``datasets.map`` (cached by fingerprint, see
+    :mod:`lit_align.data.prepare`) and batched into :class:`~lit_align.types.PreferenceBatch`.
+    A summary of each split (rows kept, bad, truncated, dropped) is printed at start-up and the
+    counts are logged to the trainer's logger as ``data/<split>_<count>``.
+
+    Training order is a function of ``seed`` and the epoch, sharded by rank when
+    ``torch.distributed`` is initialised, and resumable mid-epoch from a checkpoint without
+    repeating or skipping a batch (see :mod:`lit_align.data.sampler`; keep Lightning's default
+    ``trainer.use_distributed_sampler``). Validation runs every ``trainer.val_check_interval``
+    (a fraction of an epoch or a number of training batches) on the validation split.
 
     Args:
         dataset: hub dataset name, a local json/jsonl/parquet/arrow file or directory, a
@@ -31,20 +44,35 @@ class PreferenceDataModule(LightningDataModule):
         train_split: split to train on.
         val_split: split to validate on; None for none (or use ``val_fraction``).
         val_fraction: fraction of the training split held out for validation (fixed seed).
-        format: row format, or ``auto`` to detect it from the first row.
+        format: row format, or ``auto`` to detect it from the columns and first row.
+        columns: dataset column of each canonical field, e.g.
+            ``{prompt: question, chosen: good, rejected: bad}``.
+        unpair: turn each pair into a desirable (chosen) and an undesirable (rejected) row, for
+            losses on unpaired data (KTO, BCO, BNF).
+        kl_rows: append to unpaired batches the mismatched rows of KTO's KL estimate
+            (completion ``i`` under prompt ``i + 1 mod N``); None follows the loss's
+            ``needs_kl_rows`` capability.
         system_prompt: system message prepended to every prompt.
         tokenizer: tokenizer name or directory; None uses the model's tokenizer.
-        max_length: most tokens of prompt + response.
-        max_prompt_length: most prompt tokens (default: half of ``max_length``).
-        batch_size: pairs per micro-batch per device.
+        max_length: most tokens of prompt + response (eos included).
+        max_prompt_length: most prompt tokens; also how far a too-long row's prompt may be cut
+            (default: half of ``max_length``).
+        prompt_truncation: which end of a cut prompt is kept: ``keep_end`` or ``keep_start``.
+        truncation: ``truncate`` rows that do not fit, or ``drop`` them; counted either way.
+        on_bad_rows: ``error`` stops at the first malformed row, naming source, split, row and
+            field; ``skip`` drops malformed rows and counts them in the start-up summary.
+        batch_size: pairs (or unpaired rows) per micro-batch per device.
         eval_batch_size: pairs per validation batch (default: ``batch_size``).
+        group_by_length: batch training rows of similar length together (less padding).
         num_workers: DataLoader worker processes.
         num_proc: processes for tokenisation with ``datasets.map``.
-        seed: seed of the shuffle and of the held-out split.
+        cache_dir: cache of downloads and tokenised splits (default: the ``datasets`` cache).
+        seed: seed of the shuffle, of the held-out split and of ``label_noise``.
         builtin_rows: training pairs generated for ``builtin:sort`` (validation gets a tenth).
-        label_noise: fraction of training pairs whose chosen and rejected responses (and
-            scores) are swapped, chosen with ``seed``: noisy preference labels for robustness
-            studies, or imperfect demonstrations for an SFT stage. Validation is never touched.
+        label_noise: fraction of training rows whose preference is inverted (chosen and
+            rejected swapped with their scores, or an unpaired label negated), chosen with
+            ``seed``: noisy labels for robustness studies, or imperfect demonstrations for an
+            SFT stage. Validation is never touched.
     """
 
     def __init__(
@@ -55,15 +83,23 @@ class PreferenceDataModule(LightningDataModule):
         train_split: str = "train",
         val_split: str | None = None,
         val_fraction: float = 0.0,
-        format: Literal["auto", "paired", "conversational"] = "auto",
+        format: Format = "auto",
+        columns: dict[str, str] | None = None,
+        unpair: bool = False,
+        kl_rows: bool | None = None,
         system_prompt: str | None = None,
         tokenizer: str | None = None,
         max_length: int = 1024,
         max_prompt_length: int | None = None,
+        prompt_truncation: Literal["keep_end", "keep_start"] = "keep_end",
+        truncation: Literal["truncate", "drop"] = "truncate",
+        on_bad_rows: Literal["error", "skip"] = "error",
         batch_size: int = 4,
         eval_batch_size: int | None = None,
+        group_by_length: bool = False,
         num_workers: int = 0,
         num_proc: int | None = None,
+        cache_dir: str | None = None,
         seed: int = 0,
         builtin_rows: int = 2000,
         label_noise: float = 0.0,
@@ -75,12 +111,18 @@ class PreferenceDataModule(LightningDataModule):
             raise ValueError(f"--data.val_fraction must be in [0, 1), got {val_fraction}")
         if batch_size < 1:
             raise ValueError(f"--data.batch_size must be >= 1, got {batch_size}")
+        if on_bad_rows not in ("error", "skip"):
+            raise ValueError(f"--data.on_bad_rows must be error or skip, got {on_bad_rows!r}")
         self.save_hyperparameters()
-        self.truncation = Truncation(max_length, max_prompt_length)
+        self.columns = check_columns(columns)
+        self.truncation = Truncation(max_length, max_prompt_length, prompt_truncation, truncation)
         self.tokenizer_name = tokenizer
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_data: datasets.Dataset | None = None
         self.val_data: datasets.Dataset | None = None
+        self.stats: dict[str, SplitStats] = {}
+        self.format: str | None = None
+        self.kl_rows = False
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -88,12 +130,23 @@ class PreferenceDataModule(LightningDataModule):
             return
         self.tokenizer = self._resolve_tokenizer()
         raw = self._load_raw()
-        train = swap_labels(raw["train"], self.hparams.label_noise, self.hparams.seed)
-        self.train_data = self._prepare(train, "train")
-        self.val_data = (
-            self._prepare(raw["validation"], "validation") if raw.get("validation") else None
+        self.format = self._resolve_format(raw["train"][0])
+        enc = Encoding(
+            source=self.hparams.dataset,
+            format=self.format,
+            truncation=self.truncation,
+            system_prompt=self.hparams.system_prompt,
+            unpair=self.hparams.unpair,
+            skip_bad_rows=self.hparams.on_bad_rows == "skip",
+            seed=self.hparams.seed,
         )
+        self.kl_rows = self._check_loss(enc.unpaired)
+        noisy = dataclasses.replace(enc, label_noise=self.hparams.label_noise)
+        self.train_data = self._prepare(*raw["train"], "train", noisy)
+        if "validation" in raw:
+            self.val_data = self._prepare(*raw["validation"], "validation", enc)
         rank_zero_info(self.summary())
+        self._log_stats()
 
     def _resolve_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is not None:
@@ -107,150 +160,125 @@ class PreferenceDataModule(LightningDataModule):
 
         return load_tokenizer(PolicyConfig(tokenizer=self.tokenizer_name))
 
-    def _load_raw(self) -> dict[str, datasets.Dataset | None]:
+    def _load_raw(self) -> dict[str, tuple[datasets.Dataset, str]]:
+        """``{"train": (rows, source split), ...}``; error messages name the source split."""
         hp = self.hparams
         if hp.dataset == BUILTIN_TASK:
             from lit_align.data.synthetic import make_rows
 
             n_val = max(hp.builtin_rows // 10, 1)
-            return {
-                "train": datasets.Dataset.from_list(make_rows(hp.builtin_rows, hp.seed)),
-                "validation": datasets.Dataset.from_list(
-                    make_rows(n_val, hp.seed + 1, split="validation")
-                ),
+            rows = {
+                "train": make_rows(hp.builtin_rows, hp.seed),
+                "validation": make_rows(n_val, hp.seed + 1, split="validation"),
             }
-        train = load_split(hp.dataset, hp.train_split, hp.subset, hp.revision)
-        val = load_split(hp.dataset, hp.val_split, hp.subset, hp.revision) if hp.val_split else None
+            return {name: (datasets.Dataset.from_list(r), name) for name, r in rows.items()}
+        raw = {"train": (self._load(hp.train_split), hp.train_split)}
         if hp.val_fraction > 0:
-            parts = train.train_test_split(test_size=hp.val_fraction, seed=hp.seed)
-            train, val = parts["train"], parts["test"]
-        return {"train": train, "validation": val}
+            train, val = hold_out(raw["train"][0], hp.val_fraction, hp.seed)
+            return {"train": (train, hp.train_split), "validation": (val, hp.train_split)}
+        if hp.val_split:
+            raw["validation"] = (self._load(hp.val_split), hp.val_split)
+        return raw
 
-    def _prepare(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
-        if len(data) == 0:
+    def _load(self, split: str) -> datasets.Dataset:
+        hp = self.hparams
+        data = load_split(hp.dataset, split, hp.subset, hp.revision, hp.cache_dir)
+        where = f"--data.dataset {hp.dataset!r}, split {split!r}"
+        return map_columns(data, self.columns, where) if self.columns else data
+
+    def _resolve_format(self, train: datasets.Dataset) -> str:
+        if self.hparams.format != "auto":
+            return self.hparams.format
+        if len(train) == 0:
+            split = self.hparams.train_split
             raise DataError(f"{self.hparams.dataset!r}, split {split!r}: the dataset is empty")
-        fmt = self.hparams.format
-        fmt = detect_format(data[0]) if fmt == "auto" else fmt
-        source, tok, trunc = self.hparams.dataset, self.tokenizer, self.truncation
-        system = self.hparams.system_prompt
+        where = f"--data.dataset {self.hparams.dataset!r}"
+        return detect_format(train.column_names, train[0], where)
 
-        def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
-            canonical = normalize_row(row, fmt, RowContext(source, split, index), tok, system)
-            return tokenize_row(canonical, tok, trunc)
+    def _check_loss(self, unpaired: bool) -> bool:
+        """Check the data layout against the loss's capabilities; return whether to add KL rows."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        loss = getattr(module, "loss", None)
+        name = type(loss).__name__
+        if loss is not None and unpaired and not getattr(loss, "supports_unpaired", True):
+            raise DataError(
+                f"--model.loss {name} needs paired data, but the data is unpaired "
+                f"(format {self.format!r}, --data.unpair {self.hparams.unpair}); use paired "
+                "data or a loss for unpaired data (KTO, BCO, BNF)"
+            )
+        if loss is not None and not unpaired and not getattr(loss, "supports_paired", True):
+            raise DataError(
+                f"--model.loss {name} needs unpaired data, but the data is paired "
+                f"(format {self.format!r}); set --data.unpair true to make each pair a "
+                "desirable and an undesirable row"
+            )
+        kl_rows = self.hparams.kl_rows
+        kl_rows = bool(getattr(loss, "needs_kl_rows", False)) if kl_rows is None else kl_rows
+        if kl_rows and not unpaired:
+            raise ValueError("--data.kl_rows applies to unpaired data only (or --data.unpair)")
+        if kl_rows and self.hparams.batch_size < 2:
+            raise ValueError(
+                "--data.batch_size must be >= 2 with KL rows (completion i is paired with the "
+                f"prompt of row i + 1 of the same batch), got {self.hparams.batch_size}"
+            )
+        return kl_rows
 
-        encoded = data.map(
-            encode,
-            with_indices=True,
-            remove_columns=data.column_names,
-            num_proc=self.hparams.num_proc,
-            desc=f"tokenizing {split}",
+    def _prepare(self, data, source_split: str, split: str, enc: Encoding) -> datasets.Dataset:
+        hp = self.hparams
+        prepared, self.stats[split] = prepare_split(
+            data, split, enc, self.tokenizer, hp.num_proc, hp.cache_dir, source_split
         )
-        stats = {"rows": len(encoded), "truncated": sum(encoded["truncated"])}
-        kept = encoded.filter(
-            lambda r: not r["dropped"], desc=f"dropping {split} rows that cannot fit"
-        )
-        stats["dropped"] = stats["rows"] - len(kept)
-        if len(kept) == 0:
-            raise DataError(f"{source!r}, split {split!r}: every row was dropped by truncation")
-        self._stats = {**getattr(self, "_stats", {}), split: stats}
-        return kept
+        return prepared
 
     def summary(self) -> str:
-        """One line per split: rows, truncated, dropped — shown at start-up."""
-        lines = [f"data: {self.hparams.dataset!r} (max_length={self.truncation.max_length})"]
-        for split, s in getattr(self, "_stats", {}).items():
-            lines.append(
-                f"  {split}: {s['rows'] - s['dropped']} pairs kept of {s['rows']} "
-                f"({s['truncated']} truncated, {s['dropped']} dropped)"
-            )
+        """The start-up summary: settings, then one line per split (kept, bad, truncated, ...)."""
+        hp, t = self.hparams, self.truncation
+        layout = "unpaired" if self.stats and self.stats["train"].unpaired else "paired"
+        how = "auto-detected" if hp.format == "auto" else "--data.format"
+        kl = ", with KL rows" if self.kl_rows else ""
+        lines = [
+            f"data: {hp.dataset!r} format={self.format} ({how}), {layout}{kl}; "
+            f"max_length={t.max_length}, prompt limit={t.prompt_limit} ({t.prompt_side}), "
+            f"truncation={t.policy}, on_bad_rows={hp.on_bad_rows}"
+        ]
+        for split, stats in self.stats.items():
+            lines += stats.describe(split)
         return "\n".join(lines)
 
+    def _log_stats(self) -> None:
+        logger = self.trainer.logger if self.trainer is not None else None
+        if logger is None:
+            return
+        counts = ("kept", "bad", "truncated", "dropped")
+        logger.log_metrics(
+            {f"data/{s}_{c}": getattr(st, c) for s, st in self.stats.items() for c in counts},
+            step=0,
+        )
+
     # ----------------------------------------------------------- dataloaders
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        return self._loader(self.train_data, self.hparams.batch_size, True, generator)
+    def train_dataloader(self) -> ResumableLoader:
+        hp, data = self.hparams, self.train_data
+        lengths = list(data["length"]) if hp.group_by_length else None
+        sampler = ResumableSampler(len(data), hp.batch_size, lengths, shuffle=True, seed=hp.seed)
+        return ResumableLoader(
+            data.with_format(None),
+            batch_size=hp.batch_size,
+            sampler=sampler,
+            collate_fn=self._collator(),
+            num_workers=hp.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_data is None:
             return []
-        size = self.hparams.eval_batch_size or self.hparams.batch_size
-        return self._loader(self.val_data, size, False, None)
-
-    def _loader(self, data, batch_size, shuffle, generator) -> DataLoader:
         return DataLoader(
-            data.with_format(None),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            collate_fn=PreferenceCollator(self.tokenizer.pad_token_id),
+            self.val_data.with_format(None),
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            shuffle=False,
+            collate_fn=self._collator(),
             num_workers=self.hparams.num_workers,
         )
 
-
-def swap_labels(data: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
-    """Swap ``chosen``/``rejected`` (and their scores) in a seeded ``fraction`` of the rows."""
-    if fraction == 0.0:
-        return data
-    count = round(fraction * len(data))
-    flipped = set(random.Random(seed).sample(range(len(data)), count))
-    pairs = [("chosen", "rejected"), ("score_chosen", "score_rejected")]
-    present = [(a, b) for a, b in pairs if a in data.column_names and b in data.column_names]
-
-    def swap(row: dict[str, Any], index: int) -> dict[str, Any]:
-        if index not in flipped:
-            return row
-        return {**row, **{a: row[b] for a, b in present}, **{b: row[a] for a, b in present}}
-
-    return data.map(swap, with_indices=True, desc="label noise")
-
-
-def load_split(
-    source: str, split: str, subset: str | None = None, revision: str | None = None
-) -> datasets.Dataset:
-    """One split of a hub dataset, a local file or directory, or a ``save_to_disk`` directory."""
-    path = os.path.expanduser(source)
-    try:
-        if os.path.isdir(path) and _is_saved_dataset(path):
-            return _pick_split(datasets.load_from_disk(path), split, source)
-        if os.path.isfile(path) or os.path.isdir(path):
-            return _load_files(path, split, source)
-        if source.startswith(("/", ".", "~")) or source.count("/") > 1:
-            raise DataError(f"--data.dataset: file or directory {source!r} does not exist")
-        return datasets.load_dataset(source, subset, split=split, revision=revision)
-    except DataError:
-        raise
-    except Exception as err:  # hub or file errors: say which source and split failed
-        raise DataError(f"--data.dataset {source!r}, split {split!r}: cannot load ({err})") from err
-
-
-def _is_saved_dataset(path: str) -> bool:
-    names = ("dataset_dict.json", "state.json", "dataset_info.json")
-    return any(os.path.isfile(os.path.join(path, n)) for n in names)
-
-
-def _pick_split(data, split: str, source: str) -> datasets.Dataset:
-    if isinstance(data, datasets.Dataset):
-        return data
-    if split not in data:
-        raise DataError(f"--data.dataset {source!r}: no split {split!r} (has {sorted(data)})")
-    return data[split]
-
-
-def _load_files(path: str, split: str, source: str) -> datasets.Dataset:
-    files = (
-        [path]
-        if os.path.isfile(path)
-        else sorted(
-            os.path.join(path, f)
-            for f in os.listdir(path)
-            if os.path.splitext(f)[1] in _FILE_BUILDERS
-        )
-    )
-    if not files:
-        raise DataError(f"--data.dataset {source!r}: no {sorted(_FILE_BUILDERS)} files found")
-    builders = {_FILE_BUILDERS.get(os.path.splitext(f)[1]) for f in files}
-    if None in builders or len(builders) != 1:
-        raise DataError(
-            f"--data.dataset {source!r}: expected files of one type among {sorted(_FILE_BUILDERS)}"
-        )
-    return datasets.load_dataset(builders.pop(), data_files={split: files}, split=split)
+    def _collator(self) -> PreferenceCollator:
+        max_length = self.truncation.max_length
+        return PreferenceCollator(self.tokenizer.pad_token_id, self.kl_rows, max_length)

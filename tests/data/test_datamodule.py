@@ -1,31 +1,21 @@
-"""PreferenceDataModule: sources, formats, truncation, collation and clear errors on bad rows."""
+"""PreferenceDataModule: sources, truncation, collation, summary; bad rows are in
+test_bad_input.py, formats in test_formats.py."""
 
-import json
+from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
+from data_rows import GOOD, make_module, write_jsonl
 
 from lit_align.data.collate import PreferenceCollator, Truncation, tokenize_row
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.data.formats import DataError
 from lit_align.data.synthetic import build_task_tokenizer
 
-GOOD = {"prompt": "sort: 3 1 2\n", "chosen": "1 2 3", "rejected": "3 2 1"}
-
-
-def _module(path, **kwargs) -> PreferenceDataModule:
-    dm = PreferenceDataModule(dataset=str(path), tokenizer="builtin:sort", **kwargs)
-    dm.setup("fit")
-    return dm
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
 
 def test_loads_local_jsonl_and_batches(tmp_path):
-    dm = _module(_write_jsonl(tmp_path / "d.jsonl", [GOOD] * 6), batch_size=4)
+    dm = make_module(write_jsonl(tmp_path / "d.jsonl", [GOOD] * 6), batch_size=4)
     batch = next(iter(dm.train_dataloader()))
     assert batch.input_ids.shape[0] == 8 and batch.paired
     assert batch.score_chosen is None
@@ -35,8 +25,23 @@ def test_loads_local_jsonl_and_batches(tmp_path):
 def test_parquet_and_val_fraction(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list([GOOD] * 10).to_parquet(str(tmp_path / "d.parquet"))
-    dm = _module(tmp_path / "d.parquet", val_fraction=0.2)
+    dm = make_module(tmp_path / "d.parquet", val_fraction=0.2)
     assert len(dm.train_data) == 8 and len(dm.val_data) == 2
+
+
+def test_directory_of_files_and_saved_dataset_dict(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [GOOD] * 2)
+    write_jsonl(folder / "b.jsonl", [GOOD] * 3)
+    assert len(make_module(folder).train_data) == 5
+    splits = {"train": [GOOD] * 4, "test": [GOOD] * 2}
+    saved = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+    saved.save_to_disk(tmp_path / "saved")
+    dm = make_module(tmp_path / "saved", val_split="test")
+    assert (len(dm.train_data), len(dm.val_data)) == (4, 2)
+    with pytest.raises(DataError, match=r"no split 'dev' \(has \['test', 'train'\]\)"):
+        make_module(tmp_path / "saved", val_split="dev")
 
 
 def test_builtin_task_has_scores_and_validation():
@@ -45,31 +50,6 @@ def test_builtin_task_has_scores_and_validation():
     batch = next(iter(dm.train_dataloader()))
     assert torch.all(batch.score_chosen == 10.0) and torch.all(batch.score_rejected < 10.0)
     assert len(dm.val_data) == 4
-
-
-@pytest.mark.parametrize(
-    ("row", "field", "problem"),
-    [
-        ({"prompt": "sort: 1 2\n", "chosen": "1 2"}, "rejected", "missing"),
-        ({**GOOD, "chosen": ""}, "chosen", "empty response"),
-        ({**GOOD, "rejected": 7}, "rejected", "expected a string, got int"),
-        ({**GOOD, "prompt": "  "}, "prompt", "empty prompt"),
-        ({**GOOD, "rejected": GOOD["chosen"]}, "rejected", "identical to 'chosen'"),
-        ({**GOOD, "score_chosen": 1.0}, "score_rejected", "missing while"),
-    ],
-)
-def test_bad_row_names_split_row_and_field(tmp_path, row, field, problem):
-    path = _write_jsonl(tmp_path / "bad.jsonl", [GOOD, GOOD, row])
-    with pytest.raises(DataError, match=rf"split 'train', row 2, field '{field}': {problem}"):
-        _module(path)
-
-
-def test_missing_file_and_empty_dataset(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        _module(tmp_path / "nope" / "d.jsonl")
-    (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(DataError, match="empty|cannot load"):
-        _module(tmp_path / "empty.jsonl")
 
 
 def test_conversational_rows_use_the_chat_template(tmp_path):
@@ -84,7 +64,7 @@ def test_conversational_rows_use_the_chat_template(tmp_path):
         "rejected": row["prompt"] + row["rejected"],
     }
     for i, r in enumerate((row, whole)):
-        dm = _module(_write_jsonl(tmp_path / f"c{i}.jsonl", [r]), batch_size=1)
+        dm = make_module(write_jsonl(tmp_path / f"c{i}.jsonl", [r]), batch_size=1)
         tok = dm.tokenizer
         ex = dm.train_data[0]
         assert tok.decode(ex["prompt_ids"]) == "user: sort: 2 1\nassistant: "
@@ -139,3 +119,42 @@ def test_label_noise_swaps_a_seeded_fraction_of_training_pairs():
     assert noisy.val_data["chosen_ids"] == clean.val_data["chosen_ids"]
     with pytest.raises(ValueError, match="--data.label_noise must be in"):
         PreferenceDataModule(label_noise=1.5)
+
+
+def test_summary_counts_are_logged_to_the_trainer_logger(tmp_path):
+    logged = {}
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.update(metrics))
+    dm = PreferenceDataModule(dataset=str(write_jsonl(tmp_path / "d.jsonl", [GOOD] * 4)))
+    dm.tokenizer = build_task_tokenizer()
+    dm.trainer = SimpleNamespace(lightning_module=None, logger=logger)
+    dm.setup("fit")
+    assert logged == {
+        "data/train_kept": 4,
+        "data/train_bad": 0,
+        "data/train_truncated": 0,
+        "data/train_dropped": 0,
+    }
+
+
+def test_hub_source_arguments_are_passed_through(monkeypatch):
+    calls = []
+
+    def fake_load(name, subset, split, revision, cache_dir):
+        calls.append((name, subset, split, revision, cache_dir))
+        return datasets.Dataset.from_list([GOOD] * 2)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dm = PreferenceDataModule(
+        dataset="org/prefs",
+        subset="en",
+        revision="v1",
+        val_split="test",
+        cache_dir="/c",
+        tokenizer="builtin:sort",
+    )
+    dm.setup("fit")
+    assert calls == [
+        ("org/prefs", "en", "train", "v1", "/c"),
+        ("org/prefs", "en", "test", "v1", "/c"),
+    ]
+    assert len(dm.val_data) == 2
