@@ -166,11 +166,17 @@ def _report_text(cfg, stats, wins, plots) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> str:
-    """Entry point of ``lit-align study``."""
+def build_parser() -> ArgumentParser:
+    """The ``lit-align study`` parser: ``--config`` plus every :class:`StudyConfig` field."""
     parser = ArgumentParser(prog="lit-align study", description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(StudyConfig, nested_key=None, as_group=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Entry point of ``lit-align study``."""
+    parser = build_parser()
     cfg = parser.instantiate_classes(parser.parse_args(argv))
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(StudyConfig)}
     path = run_study(StudyConfig(**fields))
