@@ -134,7 +134,7 @@ class AlignmentModule(LightningModule):
         policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
         reference = self._reference_logps(batch) if caps.requires_reference else None
         out = self.loss(policy, reference, batch)
-        return out, _record(out, policy, batch)
+        return out, _record(out, policy, reference, batch)
 
     def _reference_logps(self, batch: PreferenceBatch) -> SequenceLogps:
         if batch.reference_logps is not None:
@@ -215,8 +215,14 @@ def _split(values: Tensor, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
     return rows[labels], rows[~labels]
 
 
-def _record(out: LossOutput, policy: SequenceLogps, batch: PreferenceBatch) -> StepRecord:
+def _record(
+    out: LossOutput, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch
+) -> StepRecord:
     chosen, rejected = _split(policy.sum.detach(), batch)
+    margins = None
+    if reference is not None and batch.paired:
+        rho_w, rho_l = _split(policy.sum.detach() - reference.sum, batch)
+        margins = rho_w - rho_l  # (B,) Δ in nats, whatever the loss's β
     return StepRecord(
         loss=out.loss.detach(),
         chosen_rewards=out.chosen_rewards.detach(),
@@ -224,6 +230,7 @@ def _record(out: LossOutput, policy: SequenceLogps, batch: PreferenceBatch) -> S
         chosen_logps=chosen,
         rejected_logps=rejected,
         target_margin=out.target_margin,
+        log_ratio_margins=margins,
         metrics={k: v.detach() for k, v in out.metrics.items()},
     )
 
@@ -239,4 +246,6 @@ def _reward_metrics(record: StepRecord) -> dict[str, Tensor]:
     if chosen.shape == rejected.shape:
         metrics["rewards/margins"] = (chosen - rejected).mean()
         metrics["rewards/accuracies"] = (chosen > rejected).float().mean()
+    if record.log_ratio_margins is not None:
+        metrics["logratios/margins"] = record.log_ratio_margins.mean()
     return metrics

@@ -157,6 +157,8 @@ class StepRecord:
         chosen_logps: ``(B,)`` policy log-prob sums of the chosen responses.
         rejected_logps: ``(B,)`` policy log-prob sums of the rejected responses.
         target_margin: ``(B,)`` the loss's finite reward-margin target, or None.
+        log_ratio_margins: ``(B,)`` policy/reference log-ratio margins ``Δ = ρ_w − ρ_l`` in nats
+            (independent of any β, so comparable across losses); None without a reference.
         metrics: the loss's extra metrics.
     """
 
@@ -166,6 +168,7 @@ class StepRecord:
     chosen_logps: Tensor
     rejected_logps: Tensor
     target_margin: Tensor | None = None
+    log_ratio_margins: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
     @property

@@ -39,8 +39,18 @@ def test_dpo_starts_at_ln2_and_reference_is_not_saved(tiny_policy):
 def test_reference_free_loss_builds_no_reference(tiny_policy):
     module = _module(tiny_policy, SFT())
     assert module.reference is None
-    out, _ = module(_batch(module))
-    assert torch.isfinite(out.loss)
+    out, record = module(_batch(module))
+    assert torch.isfinite(out.loss) and record.log_ratio_margins is None
+
+
+def test_log_ratio_margins_are_reward_margins_over_beta(tiny_policy):
+    module = _module(tiny_policy, DPO(beta=0.25))
+    with torch.no_grad():
+        for p in module.policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    _, record = module(_batch(module))
+    assert record.log_ratio_margins.abs().max() > 0
+    assert torch.allclose(record.log_ratio_margins * 0.25, record.margins, atol=1e-6)
 
 
 def test_step_record_is_detached_and_shaped(tiny_policy):

@@ -153,6 +153,8 @@ class InstabilityMonitor(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_dir = trainer.log_dir  # a collective (broadcast): resolved once, on every rank
         os.makedirs(self._log_dir, exist_ok=True)
+        if trainer.is_global_zero:  # the log exists (maybe empty) whenever the monitor ran
+            open(os.path.join(self._log_dir, EVENT_LOG), "a").close()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         parts = [f"{k} x{n} ({self.actions.get(k, 'log')})" for k, n in self.state.counts.items()]

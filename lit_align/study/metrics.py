@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-CURVES = ("rewards/margins", "logps/chosen", "logps/rejected", "grad_norm")
+CURVES = ("logratios/margins", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm")
+REQUIRED = (
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "grad_norm",
+    "val_rewards/accuracies",
+)
 EVENT_LOG = "instability_events.jsonl"
 
 
@@ -16,9 +23,7 @@ def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of a run as ``tag → [(step, value), ...]``."""
     acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def count_events(run_dir: str) -> int | None:
@@ -36,8 +41,12 @@ class RunStats:
 
     Attributes:
         reward_accuracy: last validation ``val_rewards/accuracies``.
-        margin_final: mean reward margin over the last tenth of the steps.
-        margin_max: largest logged per-step margin.
+        margin_final: mean reward margin (β·Δ, the loss's own scale) over the last tenth of
+            the steps.
+        margin_max: largest logged per-step reward margin.
+        logratio_final: mean log-ratio margin Δ in nats (comparable across losses) over the
+            last tenth of the steps; None for reference-free losses.
+        logratio_max: largest logged per-step Δ; None for reference-free losses.
         target_final: the loss's finite target (SPO's ``spo/target_gap_mean``) at the end, or
             None for losses without one.
         chosen_drift: change of the chosen log-prob from the first step to the last tenth.
@@ -50,6 +59,8 @@ class RunStats:
     reward_accuracy: float
     margin_final: float
     margin_max: float
+    logratio_final: float | None
+    logratio_max: float | None
     target_final: float | None
     chosen_drift: float
     rejected_drift: float
@@ -66,15 +77,18 @@ def _tail_mean(series: list[tuple[int, float]]) -> float:
 def run_stats(run_dir: str) -> RunStats:
     """Statistics of the run logged in ``run_dir`` (it must have logged every curve)."""
     s = read_scalars(run_dir)
-    missing = [tag for tag in (*CURVES, "val_rewards/accuracies") if not s.get(tag)]
+    missing = [tag for tag in REQUIRED if not s.get(tag)]
     if missing:
         raise ValueError(f"run {run_dir!r} logged no {missing}; was it trained with lit_align?")
     norms = [v for _, v in s["grad_norm"]]
     target = s.get("spo/target_gap_mean")
+    logratio = s.get("logratios/margins")
     return RunStats(
         reward_accuracy=s["val_rewards/accuracies"][-1][1],
         margin_final=_tail_mean(s["rewards/margins"]),
         margin_max=max(v for _, v in s["rewards/margins"]),
+        logratio_final=_tail_mean(logratio) if logratio else None,
+        logratio_max=max(v for _, v in logratio) if logratio else None,
         target_final=_tail_mean(target) if target else None,
         chosen_drift=_tail_mean(s["logps/chosen"]) - s["logps/chosen"][0][1],
         rejected_drift=_tail_mean(s["logps/rejected"]) - s["logps/rejected"][0][1],

@@ -14,8 +14,19 @@ from lit_align.eval.winrate import mean_std  # noqa: E402
 from lit_align.study.metrics import CURVES, RunStats  # noqa: E402
 
 COLUMNS = (
-    "loss", "win vs SFT", "win vs DPO", "reward acc", "margin final", "margin max",
-    "target", "Δ logp chosen", "Δ logp rejected", "grad norm mean", "grad norm max", "events",
+    "loss",
+    "win vs SFT",
+    "win vs DPO",
+    "reward acc",
+    "Δ final (nats)",
+    "Δ max (nats)",
+    "reward margin final",
+    "target",
+    "Δ logp chosen",
+    "Δ logp rejected",
+    "grad norm mean",
+    "grad norm max",
+    "events",
 )
 
 
@@ -39,8 +50,9 @@ def table(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float
             cell(wins[loss].get("SFT", []), pct=True),
             cell(wins[loss].get("DPO", []), pct=True) if loss != "DPO" else "—",
             cell([r.reward_accuracy for r in runs], pct=True),
+            cell([r.logratio_final for r in runs]),
+            cell([r.logratio_max for r in runs]),
             cell([r.margin_final for r in runs]),
-            cell([r.margin_max for r in runs]),
             cell([r.target_final for r in runs]),
             cell([r.chosen_drift for r in runs]),
             cell([r.rejected_drift for r in runs]),
@@ -59,8 +71,10 @@ def findings(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[fl
     if "SPO" in first and "DPO" in first:
         spo, dpo = first["SPO"], first["DPO"]
         lines.append(
-            f"- Margins: DPO ended at {dpo.margin_final:.3g} (max {dpo.margin_max:.3g}); SPO ended "
-            f"at {spo.margin_final:.3g} against its target {spo.target_final or float('nan'):.3g}."
+            f"- Log-ratio margin Δ: DPO ended at {dpo.logratio_final:.3g} nats (max "
+            f"{dpo.logratio_max:.3g}), SPO at {spo.logratio_final:.3g} (max "
+            f"{spo.logratio_max:.3g}); SPO's reward margin ended at {spo.margin_final:.3g} against "
+            f"its target {spo.target_final or float('nan'):.3g}."
         )
     for loss in ("BNF", "DPO"):
         if loss in first:
@@ -80,15 +94,15 @@ def cell_mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("-inf")
 
 
-def plot_curves(
-    curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str
-) -> list[str]:
+def plot_curves(curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str) -> list[str]:
     """One PNG per curve (margin, chosen/rejected log-prob, grad norm), every loss on it."""
     paths = []
     for tag in CURVES:
         fig, ax = plt.subplots(figsize=(7, 4))
         for loss, series in curves.items():
             points = series.get(tag, [])
+            if not points:  # e.g. no log-ratio margin for reference-free losses
+                continue
             ax.plot([s for s, _ in points], [v for _, v in points], label=loss, linewidth=1.2)
         ax.set_xlabel("step")
         ax.set_ylabel(tag)

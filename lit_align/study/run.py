@@ -95,9 +95,15 @@ def run_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
     sft_export = os.path.join(sft_dir, "export")
     runs = {
         name: _fit(
-            cfg.preference_config, seed, root, name,
-            [f"--model.policy.pretrained={sft_export}", _loss_arg(name, args),
-             *cfg.preference_args],
+            cfg.preference_config,
+            seed,
+            root,
+            name,
+            [
+                f"--model.policy.pretrained={sft_export}",
+                _loss_arg(name, args),
+                *cfg.preference_args,
+            ],
         )
         for name, args in cfg.losses.items()
     }
@@ -148,8 +154,11 @@ def run_study(cfg: StudyConfig) -> str:
     path = os.path.join(cfg.output, "report.md")
     with open(path, "w") as f:
         f.write(text)
-    raw = {"config": dataclasses.asdict(cfg), "seeds": results,
-           "stats": {n: [dataclasses.asdict(s) for s in v] for n, v in stats.items()}}
+    raw = {
+        "config": dataclasses.asdict(cfg),
+        "seeds": results,
+        "stats": {n: [dataclasses.asdict(s) for s in v] for n, v in stats.items()},
+    }
     with open(os.path.join(cfg.output, "results.json"), "w") as f:
         json.dump(raw, f, indent=2, default=str)
     return path

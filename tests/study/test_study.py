@@ -38,7 +38,14 @@ def test_study_writes_every_artifact_with_logged_numbers(tmp_path):
     report = Path(run_study(cfg))
     text = report.read_text()
     out = report.parent
-    for name in ("rewards_margins.png", "logps_chosen.png", "logps_rejected.png", "grad_norm.png"):
+    pngs = (
+        "logratios_margins.png",
+        "rewards_margins.png",
+        "logps_chosen.png",
+        "logps_rejected.png",
+        "grad_norm.png",
+    )
+    for name in pngs:
         assert (out / name).stat().st_size > 1000, name
         assert f"]({name})" in text
     results = json.loads((out / "results.json").read_text())
@@ -50,6 +57,8 @@ def test_study_writes_every_artifact_with_logged_numbers(tmp_path):
         assert f"| {loss} |" in text and cell([logged], pct=True) in text
         assert stats["margin_max"] == max(v for _, v in scalars["rewards/margins"])
         assert stats["grad_norm_max"] == max(v for _, v in scalars["grad_norm"])
+        assert stats["logratio_max"] == max(v for _, v in scalars["logratios/margins"])
+        assert stats["events"] is not None  # the quickstart configs enable the monitor
     win = results["seeds"]["0"]["wins"]["SPO"]["DPO"]
     assert 0.0 <= win <= 1.0 and cell([win], pct=True) in text
-    assert "## Findings" in text and "SPO ended" in text
+    assert "## Findings" in text and "SPO's reward margin ended" in text
