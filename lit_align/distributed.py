@@ -51,7 +51,7 @@ from torch.distributed.fsdp import (
     fully_shard,
 )
 
-from lit_align.models import CausalLMScorer, decoder_layers
+from lit_align.models import CausalLMScorer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Launchers that start the processes themselves, and the variable holding processes per node.
@@ -102,7 +102,7 @@ def shard_scorer(
         "offload_policy": offload_policy or OffloadPolicy(),
         "reshard_after_forward": reshard_after_forward,
     }
-    for layer in decoder_layers(scorer.model):
+    for layer in scorer.blocks():
         fully_shard(layer, **options)
     fully_shard(scorer, **options)
     return scorer

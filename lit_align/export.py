@@ -8,6 +8,8 @@ import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_align.lora import is_peft_model, save_peft
+
 
 def _full_state_dict(model: nn.Module) -> dict | None:
     """The unsharded state dict on CPU; a collective when torch.distributed is initialised."""
@@ -19,16 +21,26 @@ def _full_state_dict(model: nn.Module) -> dict | None:
     return get_model_state_dict(model, options=options)
 
 
-def export_hf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dirpath: str) -> str:
+def export_hf(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dirpath: str,
+    merge_adapters: bool = True,
+) -> str:
     """Write ``model`` and ``tokenizer`` to ``dirpath``; every rank must call it.
 
-    Returns the directory, loadable with ``AutoModelForCausalLM.from_pretrained``.
+    Returns the directory, loadable with ``AutoModelForCausalLM.from_pretrained``. A LoRA
+    (``peft``) policy is written with its adapters merged, or, with ``merge_adapters=False``, as
+    the adapters alone (see :func:`lit_align.lora.save_peft`).
     """
     state = _full_state_dict(model)
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0:
         os.makedirs(dirpath, exist_ok=True)
-        model.save_pretrained(dirpath, state_dict=state, safe_serialization=True)
+        if is_peft_model(model):
+            save_peft(model, dirpath, state, merge=merge_adapters)
+        else:
+            model.save_pretrained(dirpath, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(dirpath)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

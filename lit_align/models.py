@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -22,7 +23,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lit_align.logps import response_logps
+from lit_align.logps import naive_response_logps, response_logps
+from lit_align.lora import LoRASettings
 from lit_align.types import PreferenceBatch, SequenceLogps
 
 BUILTIN_PREFIX = "builtin:"
@@ -46,6 +48,15 @@ class PolicyConfig:
         trust_remote_code: allow repository code to run when loading (off unless asked for).
         attn_implementation: Hugging Face attention backend (``sdpa``, ``eager``, …).
         dtype: parameter dtype when loading: ``float32``, ``bfloat16`` or ``float16``.
+        meta_init: build the model on the meta device, shard it, and let rank 0 alone read the
+            ``pretrained`` weights and broadcast each rank its shards (see
+            :mod:`lit_align.meta_init`); None (auto) does so whenever ``FSDP2Strategy`` shards a
+            ``pretrained`` model. False loads the full model on every rank first.
+        decoder_layers: dotted path, from the Hugging Face model, of the ``nn.ModuleList`` of
+            transformer blocks (e.g. ``model.layers``); None finds it from the model's
+            ``_no_split_modules``. Needed only for models that declare none.
+        lora: train low-rank adapters (``peft``) instead of the full model; the reference is
+            then the same model with its adapters disabled (no second copy).
     """
 
     pretrained: str | None = None
@@ -56,6 +67,9 @@ class PolicyConfig:
     trust_remote_code: bool = False
     attn_implementation: str | None = "sdpa"
     dtype: str = "float32"
+    meta_init: bool | None = None
+    decoder_layers: str | None = None
+    lora: LoRASettings | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -66,6 +80,11 @@ class PolicyConfig:
             raise ValueError(
                 "--model.policy.tokenizer is required when --model.policy.pretrained is not set "
                 "(a new model needs a tokenizer for its vocabulary size)"
+            )
+        if self.meta_init and self.pretrained is None:
+            raise ValueError(
+                "--model.policy.meta_init=true needs --model.policy.pretrained (a new model has "
+                "no weights to load); set meta_init to null or false"
             )
 
 
@@ -108,8 +127,14 @@ def _builtin_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return build_task_tokenizer()
 
 
-def build_causal_lm(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """Load ``cfg.pretrained`` or build a new model from ``cfg.architecture`` + ``cfg.config``."""
+def build_causal_lm(
+    cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase, meta: bool = False
+) -> PreTrainedModel:
+    """Load ``cfg.pretrained`` or build a new model from ``cfg.architecture`` + ``cfg.config``.
+
+    With ``meta``, ``cfg.pretrained``'s architecture is built on the meta device, without
+    weights and without reading the weight files (see :mod:`lit_align.meta_init`).
+    """
     dtype = _DTYPES[cfg.dtype]
     if cfg.pretrained is None:
         special = {
@@ -128,32 +153,62 @@ def build_causal_lm(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> Pr
             config._attn_implementation = cfg.attn_implementation
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
     _check_local(cfg.pretrained, "--model.policy.pretrained")
+    path = os.path.expanduser(cfg.pretrained)
+    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if meta:
+        config = AutoConfig.from_pretrained(path, **hub, **cfg.config)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                config,
+                dtype=dtype,
+                attn_implementation=cfg.attn_implementation,
+                trust_remote_code=cfg.trust_remote_code,
+            )
     return AutoModelForCausalLM.from_pretrained(
-        os.path.expanduser(cfg.pretrained),
-        revision=cfg.revision,
-        trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=cfg.attn_implementation,
-        dtype=dtype,
-        **cfg.config,
+        path, **hub, attn_implementation=cfg.attn_implementation, dtype=dtype, **cfg.config
     )
 
 
-def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
-    """The list of transformer blocks of a Hugging Face causal LM (for sharding/checkpointing).
+def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:
+    """The list of transformer blocks of a causal LM (for sharding/checkpointing).
 
-    Found generically as the ``nn.ModuleList`` whose children are the classes the model names in
-    ``_no_split_modules``; raises with what to configure when none is found.
+    Args:
+        model: a Hugging Face causal LM, possibly wrapped by ``peft``.
+        path: dotted path of the ``nn.ModuleList`` from the (unwrapped) model, e.g.
+            ``model.layers``; None finds the ``nn.ModuleList`` whose children are the classes
+            the model names in ``_no_split_modules``.
+
+    Raises:
+        ValueError: naming ``--model.policy.decoder_layers`` when no block list is found.
     """
-    block_names = set(getattr(model, "_no_split_modules", None) or ())
-    for module in model.modules():
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    if path is not None:
+        return _module_list_at(base, path)
+    block_names = set(getattr(base, "_no_split_modules", None) or ())
+    for module in base.modules():
         if isinstance(module, nn.ModuleList) and len(module) > 0:
             if type(module[0]).__name__ in block_names:
                 return module
     raise ValueError(
-        f"cannot find the decoder layers of {type(model).__name__}: it declares no "
-        "_no_split_modules matching an nn.ModuleList. Use a model whose Hugging Face class "
-        "sets _no_split_modules, or disable sharding and activation checkpointing"
+        f"cannot find the decoder layers of {type(base).__name__}: it declares no "
+        "_no_split_modules naming the blocks of an nn.ModuleList. Set "
+        "--model.policy.decoder_layers to the dotted path of that list (e.g. model.layers), "
+        "or disable sharding and activation checkpointing"
     )
+
+
+def _module_list_at(model: nn.Module, path: str) -> nn.ModuleList:
+    try:
+        found = model.get_submodule(path)
+    except AttributeError:
+        found = None
+    if not isinstance(found, nn.ModuleList) or len(found) == 0:
+        what = "nothing" if found is None else type(found).__name__
+        raise ValueError(
+            f"--model.policy.decoder_layers={path!r}: expected a non-empty nn.ModuleList of "
+            f"transformer blocks in {type(model).__name__}, found {what}"
+        )
+    return found
 
 
 class CausalLMScorer(nn.Module):
@@ -161,15 +216,28 @@ class CausalLMScorer(nn.Module):
 
     The forward runs the decoder to the final hidden states and projects only the response
     positions through the lm_head, in chunks (:func:`lit_align.logps.response_logps`), so the
-    ``(N, T, V)`` logits tensor is never built. Being a module whose forward does the whole
-    computation, it is the natural root for FSDP2 (embeddings, final norm and lm_head are
-    unsharded by the root's pre-forward hook).
+    ``(N, T, V)`` logits tensor is never built — except for models that soft-cap their final
+    logits (Gemma 2, ``config.final_logit_softcapping``), scored exactly from full logits. Being
+    a module whose forward does the whole computation, it is the natural root for FSDP2
+    (embeddings, final norm and lm_head are unsharded by the root's pre-forward hook).
+
+    Args:
+        model: the Hugging Face causal LM (or its ``peft`` wrapper).
+        chunk_size: response positions projected through the lm_head at a time.
+        layers_path: ``PolicyConfig.decoder_layers``, for models that do not declare their blocks.
     """
 
-    def __init__(self, model: PreTrainedModel, chunk_size: int = 1024) -> None:
+    def __init__(
+        self, model: PreTrainedModel, chunk_size: int = 1024, layers_path: str | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.layers_path = layers_path
+
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks (see :func:`decoder_layers`)."""
+        return decoder_layers(self.model, self.layers_path)
 
     def forward(
         self,
@@ -181,15 +249,24 @@ class CausalLMScorer(nn.Module):
         hidden = decoder(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
         ).last_hidden_state  # (N, T, H)
-        return response_logps(
+        head, logps_fn = self.model.get_output_embeddings(), response_logps
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:  # Gemma 2: logits = cap·tanh(z / cap), which the chunked path cannot apply
+            head, logps_fn = _softcapped(head, cap), naive_response_logps
+        return logps_fn(
             hidden,
-            self.model.get_output_embeddings(),
+            head,
             batch.input_ids,
             batch.response_mask,
             chunk_size=self.chunk_size,
             with_token_logps=with_token_logps,
             with_entropy=with_entropy,
         )
+
+
+def _softcapped(head: nn.Module, cap: float) -> Callable[[Tensor], Tensor]:
+    """The output head followed by final-logit soft-capping (full ``(N, T, V)`` logits)."""
+    return lambda hidden: cap * torch.tanh(head(hidden) / cap)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -27,7 +27,9 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 from lit_align.distributed import global_grad_norm, shard_for_trainer
+from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
+from lit_align.meta_init import load_sharded, meta_init_enabled
 from lit_align.models import (
     CausalLMScorer,
     PolicyConfig,
@@ -99,28 +101,45 @@ class AlignmentModule(LightningModule):
         return self._tokenizer
 
     def configure_model(self) -> None:
-        """Build the policy (and the frozen reference when the loss needs one), then shard them."""
+        """Build the policy (and the frozen reference when the loss needs one), then shard them.
+
+        With LoRA the reference is the policy with its adapters disabled (no copy); with meta
+        init (large pretrained models under FSDP2) the weights are loaded after sharding.
+        """
         if self.policy is not None:
             return
-        model = build_causal_lm(self.policy_config, self.tokenizer)
+        cfg = self.policy_config
+        meta = meta_init_enabled(cfg, self._trainer)
+        model = build_causal_lm(cfg, self.tokenizer, meta=meta)
         model.config.use_cache = False
-        if self.loss.requires_reference:
-            self._reference = [frozen_copy(CausalLMScorer(model, self.logps_chunk_size))]
+        frozen = []
+        if self.loss.requires_reference and cfg.lora is None:
+            frozen = [frozen_copy(CausalLMScorer(model, self.logps_chunk_size, cfg.decoder_layers))]
         if self.activation_checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
-        self.policy = CausalLMScorer(model, self.logps_chunk_size)
+        model = apply_lora(model, cfg.lora)
+        self.policy = CausalLMScorer(model, self.logps_chunk_size, cfg.decoder_layers)
         self.policy.train()  # from_pretrained returns eval mode
-        shard_for_trainer(self._trainer, self.policy, self._reference)  # FSDP2Strategy only
+        shard_for_trainer(self._trainer, self.policy, frozen)  # FSDP2Strategy only
+        if meta:
+            device = self._trainer.strategy.root_device
+            load_sharded(cfg, self.tokenizer, [self.policy, *frozen], device)
+        if self.loss.requires_reference and cfg.lora is not None:
+            frozen = [AdapterDisabledScorer(self.policy)]
+        self._reference = frozen
 
     @property
     def reference(self) -> CausalLMScorer | None:
-        """The frozen reference scorer, on the policy's device; None if the loss needs none."""
+        """The frozen reference scorer, on the policy's device; None if the loss needs none.
+
+        With LoRA it is :class:`~lit_align.lora.AdapterDisabledScorer` (no parameters of its own).
+        """
         if not self._reference:
             return None
         ref = self._reference[0]
-        param = next(ref.parameters())
+        param = next(ref.parameters(), None)  # None: the LoRA policy with adapters disabled
         # Sharded (DTensor) references were placed by FSDP2, possibly offloaded: leave them.
-        if not isinstance(param, DTensor) and param.device != self.device:
+        if param is not None and not isinstance(param, DTensor) and param.device != self.device:
             ref.to(self.device)
         return ref
 
