@@ -65,8 +65,8 @@ def table(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float
 
 
 def findings(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float]]]) -> str:
-    """The questions the seed papers argue about, answered from the numbers above."""
-    first = {loss: runs[0] for loss, runs in stats.items()}
+    """The questions the seed papers argue about, answered from the numbers above (seed means)."""
+    first = {loss: _mean_stats(runs) for loss, runs in stats.items()}
     lines = []
     if "SPO" in first and "DPO" in first:
         spo, dpo = first["SPO"], first["DPO"]
@@ -88,6 +88,15 @@ def findings(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[fl
             f"- Highest win rate against SFT: {best} ({cell(wins[best]['SFT'], pct=True)})."
         )
     return "\n".join(lines)
+
+
+def _mean_stats(runs: list[RunStats]) -> RunStats:
+    """Field-wise mean over seeds (None where any seed has None)."""
+    values = {}
+    for name in RunStats.__dataclass_fields__:
+        column = [getattr(r, name) for r in runs]
+        values[name] = None if None in column else sum(column) / len(column)
+    return RunStats(**values)
 
 
 def cell_mean(values: Sequence[float]) -> float:
