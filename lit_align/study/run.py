@@ -18,9 +18,10 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from transformers import AutoModelForCausalLM
 
 from lit_align.cli import run_lightning_cli
-from lit_align.eval.cli import reward_accuracy
+from lit_align.data.datamodule import BUILTIN_TASK
+from lit_align.eval.compare import JudgeKind, load_eval_data, make_judge, reward_accuracy
 from lit_align.eval.generate import GenerationConfig, generate_responses
-from lit_align.eval.judges import RuleJudge
+from lit_align.eval.judges import ScoringJudge
 from lit_align.models import PolicyConfig, load_tokenizer
 from lit_align.study import report
 from lit_align.study.metrics import read_scalars, run_stats
@@ -46,6 +47,12 @@ class StudyConfig:
         preference_config: LightningCLI config of every preference run.
         sft_args: extra ``lit-align fit`` arguments for the SFT run (e.g. a smaller budget).
         preference_args: extra arguments for every preference run.
+        dataset: held-out evaluation data (``builtin:sort`` or any preference dataset; train on
+            another dataset by adding ``--data.dataset=...`` to ``sft_args`` and
+            ``preference_args``).
+        split: split of ``dataset`` to evaluate on.
+        judge: ``rule`` (the embedded task's default), ``reward_model`` or ``pairwise_llm``.
+        judge_model: the reward model or judge LM for those judges.
         num_prompts: held-out prompts judged per policy.
         num_pairs: held-out pairs for reward accuracy (reference: the SFT policy).
         generation: sampling settings, shared by every policy.
@@ -58,6 +65,10 @@ class StudyConfig:
     preference_config: str = "configs/quickstart.yaml"
     sft_args: list[str] = field(default_factory=list)
     preference_args: list[str] = field(default_factory=list)
+    dataset: str = BUILTIN_TASK
+    split: str = "validation"
+    judge: JudgeKind | None = None
+    judge_model: str | None = None
     num_prompts: int = 200
     num_pairs: int = 200
     generation: GenerationConfig = field(
@@ -111,19 +122,26 @@ def run_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
 
 
 def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -> dict:
-    from lit_align.data.synthetic import make_prompts, make_rows
-
+    judge = make_judge(cfg.judge, cfg.dataset, cfg.judge_model)
     tokenizer = load_tokenizer(PolicyConfig(pretrained=sft_export))
-    prompts = make_prompts(cfg.num_prompts, seed, split="eval")
-    pairs = make_rows(cfg.num_pairs, seed + 1, split="validation")
+    data = load_eval_data(
+        cfg.dataset,
+        cfg.split,
+        sft_export,
+        tokenizer,
+        cfg.num_prompts,
+        cfg.num_pairs,
+        seed,
+        max_length=1024,
+    )
+    prompts = data.prompts
     sft = AutoModelForCausalLM.from_pretrained(sft_export).eval()
     responses = {"SFT": generate_responses(sft, tokenizer, prompts, cfg.generation)}
     accuracy = {}
     for name, run_dir in runs.items():
         policy = AutoModelForCausalLM.from_pretrained(os.path.join(run_dir, "export")).eval()
         responses[name] = generate_responses(policy, tokenizer, prompts, cfg.generation)
-        accuracy[name] = reward_accuracy(policy, sft, tokenizer, pairs, max_length=128)
-    judge = RuleJudge()
+        accuracy[name] = reward_accuracy(policy, sft, data.pairs, tokenizer.pad_token_id)
     wins = {
         name: {
             other: sum(judge.compare(prompts, responses[name], responses[other])) / len(prompts)
@@ -132,7 +150,9 @@ def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -
         }
         for name in runs
     }
-    scores = {name: sum(judge.score(prompts, r)) / len(prompts) for name, r in responses.items()}
+    scores = {}
+    if isinstance(judge, ScoringJudge):
+        scores = {n: sum(judge.score(prompts, r)) / len(prompts) for n, r in responses.items()}
     return {"wins": wins, "judged_score": scores, "heldout_reward_accuracy": accuracy}
 
 
@@ -168,8 +188,10 @@ def _report_text(cfg, stats, wins, plots) -> str:
     images = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots)
     return (
         f"# Loss comparison\n\nLosses {', '.join(cfg.losses)} trained from one SFT model per "
-        f"seed (seeds {cfg.seeds}); win rates judged on {cfg.num_prompts} held-out prompts "
-        "(ties count half); margins are reward margins (β·Δ) per step; drifts are in nats.\n\n"
+        f"seed (seeds {cfg.seeds}); win rates judged on {cfg.num_prompts} held-out prompts of "
+        f"{cfg.dataset!r} by the {cfg.judge or 'rule'} judge (ties count half). Δ is the "
+        "policy/reference log-ratio margin in nats (comparable across losses); reward margins "
+        "are in each loss's own units (β·Δ); log-prob drifts are in nats.\n\n"
         f"{report.table(stats, wins)}\n\n## Findings\n\n{report.findings(stats, wins)}\n\n"
         f"## Curves\n\n{images}\n"
     )

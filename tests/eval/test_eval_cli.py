@@ -1,11 +1,13 @@
-"""``lit-align eval`` on exported tiny models: self-comparison is a tie, outputs are written."""
+"""``lit-align eval`` on exported tiny models: self-comparison ties, any dataset and judge."""
 
 import json
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification, LlamaConfig
 
 from lit_align.eval.cli import main as eval_main
+from lit_align.eval.compare import make_judge
 from lit_align.export import export_hf
 from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
 
@@ -28,7 +30,7 @@ def _export(path, seed):
 
 def test_policy_against_itself_ties(tmp_path, capsys):
     policy = _export(tmp_path / "a", seed=0)
-    out = tmp_path / "eval.json"
+    out = tmp_path / "eval"
     args = [
         "--policy",
         policy,
@@ -40,14 +42,18 @@ def test_policy_against_itself_ties(tmp_path, capsys):
         "8",
         "--generation.max_new_tokens",
         "6",
-        "--output",
+        "--output_dir",
         str(out),
     ]
     result = eval_main(args)
     # Identical models: every log-ratio is 0 (no pair has ρ_w > ρ_l), every comparison a tie.
     assert result.reward_accuracy == 0.0
     assert result.win_rate == 0.5 and result.policy_score == result.baseline_score
-    assert json.loads(out.read_text())["num_prompts"] == 8
+    assert json.loads((out / "results.json").read_text())["num_prompts"] == 8
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(
+        r["policy"] == r["baseline"] and r["outcome"] == 0.5 for r in rows
+    )
     assert "win rate of policy vs baseline on 8 prompts: 50.0%" in capsys.readouterr().out
 
 
@@ -70,3 +76,45 @@ def test_different_policies_and_missing_directory(tmp_path):
     assert 0.0 <= result.reward_accuracy <= 1.0 and result.num_pairs == 6
     with pytest.raises(FileNotFoundError, match="--policy: model directory .* does not exist"):
         eval_main(["--policy", str(tmp_path / "missing"), "--baseline", a])
+
+
+def test_any_dataset_with_a_reward_model_judge(tmp_path):
+    a, b = _export(tmp_path / "a", seed=0), _export(tmp_path / "b", seed=1)
+    tok = load_tokenizer(PolicyConfig(tokenizer="builtin:sort"))
+    config = LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id, **TINY)
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_config(config)
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    rows = [{"prompt": f"q{i}: ", "chosen": "yes", "rejected": "no"} for i in range(5)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = eval_main(
+        [
+            "--policy",
+            a,
+            "--baseline",
+            b,
+            "--dataset",
+            str(data),
+            "--split",
+            "train",
+            "--judge",
+            "reward_model",
+            "--judge_model",
+            str(tmp_path / "rm"),
+            "--generation.max_new_tokens",
+            "4",
+        ]
+    )
+    assert result.num_pairs == 5 and result.num_prompts == 5
+    assert result.policy_score is not None and result.policy_correct is None
+
+
+def test_judge_selection_errors():
+    with pytest.raises(ValueError, match="--judge is required outside the embedded task"):
+        make_judge(None, "my/data", None)
+    with pytest.raises(ValueError, match="--judge rule judges only 'builtin:sort'"):
+        make_judge("rule", "my/data", None)
+    with pytest.raises(ValueError, match="--judge reward_model needs --judge_model"):
+        make_judge("reward_model", "builtin:sort", None)
