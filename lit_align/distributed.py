@@ -20,25 +20,24 @@ Every parameter of the policy (and of the frozen reference) becomes a ``DTensor`
 global batch. Activation checkpointing is a model setting (``--model.activation_checkpointing``):
 the module applies it while building the model, before :meth:`FSDP2Strategy.shard`, so one flag
 serves sharded and unsharded runs.
+
+Checkpoints are directories of shards that load on any number of ranks, written crash-safely: a
+run killed in the middle of a save keeps its previous checkpoint (:mod:`lit_align.checkpointing`).
+Resume with ``--ckpt_path last`` (the newest ``last*.ckpt`` of the ``ModelCheckpoint`` directory).
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
-from lightning.fabric.plugins.environments import (
-    ClusterEnvironment,
-    LightningEnvironment,
-    SLURMEnvironment,
-    TorchElasticEnvironment,
-)
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 from torch import Tensor
@@ -51,14 +50,11 @@ from torch.distributed.fsdp import (
     fully_shard,
 )
 
+from lit_align import checkpointing
+from lit_align.launchers import launcher_mismatch
 from lit_align.models import CausalLMScorer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-# Launchers that start the processes themselves, and the variable holding processes per node.
-_LAUNCHERS = {
-    TorchElasticEnvironment: ("torchrun", "LOCAL_WORLD_SIZE"),
-    SLURMEnvironment: ("SLURM", "SLURM_NTASKS_PER_NODE"),
-}
 
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> Tensor:
@@ -108,39 +104,6 @@ def shard_scorer(
     return scorer
 
 
-def launcher_mismatch(
-    environment: ClusterEnvironment | None, devices: int, num_nodes: int
-) -> str | None:
-    """Why the launcher's process counts contradict ``devices``/``num_nodes``; None if they agree.
-
-    Lightning checks nothing when torchrun or SLURM start the processes: a mismatch would hang in
-    the rendezvous, crash with an ``IndexError``, or shard over the wrong ranks. Lightning's own
-    launcher (``LightningEnvironment``) sizes the world from ``devices`` and ``num_nodes``, so
-    there is nothing to check.
-    """
-    own = environment is None or isinstance(environment, LightningEnvironment)
-    if own or not environment.creates_processes_externally:
-        return None  # Lightning derives the world size from devices and num_nodes itself
-    label, per_node_var = _LAUNCHERS.get(type(environment), (type(environment).__name__, ""))
-    world = environment.world_size()
-    raw = os.environ.get(per_node_var, "")
-    per_node = int(raw) if raw.isdigit() else None
-    expected = devices * num_nodes
-    if world == expected and per_node in (None, devices) and environment.local_rank() < devices:
-        return None
-    started = f"{world} processes" + (f" ({per_node} per node)" if per_node else "")
-    hint = (
-        f" (here: --trainer.devices={per_node} --trainer.num_nodes={world // per_node})"
-        if per_node
-        else ""
-    )
-    return (
-        f"{label} started {started}, but the trainer expects --trainer.num_nodes={num_nodes} x "
-        f"--trainer.devices={devices} = {expected}. Set --trainer.devices to the processes per "
-        f"node and --trainer.num_nodes to the number of nodes{hint}."
-    )
-
-
 class FSDP2Strategy(ModelParallelStrategy):
     """FSDP2 over all ranks: ``data_parallel_size = num_nodes × devices``, no tensor parallelism.
 
@@ -162,7 +125,8 @@ class FSDP2Strategy(ModelParallelStrategy):
         cpu_offload: keep sharded parameters, gradients and optimizer states in CPU memory
             (CUDA only).
         save_distributed_checkpoint: a directory with one shard file per rank (reshardable to any
-            world size); False assembles a single file on rank 0.
+            world size), renamed into place once complete; False assembles a single file on
+            rank 0 (Lightning's atomic single-file save).
         process_group_backend: ``nccl``, ``gloo``, …; None picks by device
             (``cuda:nccl,cpu:gloo`` with ``cpu_offload``, whose gradients live on the CPU).
         timeout: timeout of collective operations (``H:MM:SS`` on the command line).
@@ -246,6 +210,38 @@ class FSDP2Strategy(ModelParallelStrategy):
         finally:
             for module in sharded:
                 module.set_requires_gradient_sync(True, recurse=False)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: str | Path, storage_options: Any = None
+    ) -> None:
+        """Write a sharded checkpoint into ``<filepath>.partial``, then rename it into place.
+
+        The rename (rank 0, :func:`lit_align.checkpointing.commit`) happens only after every
+        rank has written its shards, so a crash mid-save leaves the previous ``filepath``
+        intact. Single-file checkpoints keep Lightning's own ``_atomic_save``.
+        """
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        target = Path(self.broadcast(str(filepath)))
+        staging = checkpointing.staging_path(target)
+        if self.is_global_zero:
+            checkpointing.remove(staging)  # left by a save that crashed
+        self.barrier("checkpoint staging")
+        super().save_checkpoint(checkpoint, staging, storage_options)
+        self.barrier("checkpoint written")  # every rank's shards are on disk
+        if self.is_global_zero:
+            checkpointing.commit(staging, target)
+        self.barrier("checkpoint committed")
+
+    def load_checkpoint(
+        self, checkpoint_path: str | Path, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Clean the leftovers of an interrupted save of ``checkpoint_path`` (rank 0), then load."""
+        path = Path(self.broadcast(str(checkpoint_path)))
+        if self.is_global_zero:
+            checkpointing.recover(path)
+        self.barrier("checkpoint recovered")
+        return super().load_checkpoint(path, weights_only=weights_only)
 
     def model_to_device(self) -> None:
         """Move the module to its device; with ``cpu_offload``, leave the sharded scorers alone.

@@ -52,7 +52,9 @@ def load_checkpoint_weights(module: nn.Module, ckpt_path: str) -> None:
 
     Accepts Lightning's single-file checkpoint (read with ``weights_only=True``) and the
     distributed-checkpoint directory written by ``FSDP2Strategy`` on any number of ranks
-    (resharded on load). Only model weights are read; optimizer state is ignored.
+    (resharded on load). Only model weights are read; optimizer state is ignored. Only load
+    directories you trust: ``torch.distributed.checkpoint`` unpickles their ``.metadata`` file
+    without the ``weights_only`` restrictions.
     """
     import torch
 
@@ -96,10 +98,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--config", required=True, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint file or directory")
     parser.add_argument("--output", required=True, help="target directory")
+    parser.add_argument(
+        "--merge_adapters",
+        type=bool,
+        default=True,
+        help="LoRA policies: merge the adapters into the base model (false: adapters only)",
+    )
     args = parser.parse_args(argv)
     module = module_from_run_config(args.config)
     module.configure_model()
     load_checkpoint_weights(module, args.ckpt_path)
-    path = export_hf(module.policy.model, module.tokenizer, args.output)
+    path = export_hf(module.policy.model, module.tokenizer, args.output, args.merge_adapters)
     print(f"exported {args.ckpt_path} to {path}")
     return path

@@ -16,18 +16,24 @@ class HFExport(Callback):
     Args:
         dirpath: target directory; relative paths are resolved inside the run directory
             (``trainer.log_dir``), so ``export`` writes ``<run dir>/export``.
+        merge_adapters: for a LoRA policy, write the base model with the adapters merged in
+            (loadable with ``AutoModelForCausalLM.from_pretrained``); False writes the adapters
+            alone (``peft.PeftModel.from_pretrained``). Ignored without LoRA.
     """
 
-    def __init__(self, dirpath: str = "export") -> None:
+    def __init__(self, dirpath: str = "export", merge_adapters: bool = True) -> None:
         if not dirpath:
             raise ValueError("HFExport dirpath must be a non-empty path")
         self.dirpath = dirpath
+        self.merge_adapters = merge_adapters
 
     def target(self, trainer: Trainer) -> str:
+        """The export directory of this run."""
         if os.path.isabs(self.dirpath):
             return self.dirpath
         return os.path.join(trainer.log_dir or trainer.default_root_dir, self.dirpath)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        path = export_hf(pl_module.policy.model, pl_module.tokenizer, self.target(trainer))
+        model, tokenizer = pl_module.policy.model, pl_module.tokenizer
+        path = export_hf(model, tokenizer, self.target(trainer), self.merge_adapters)
         rank_zero_info(f"exported the policy to {path}")

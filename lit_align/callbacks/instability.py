@@ -254,7 +254,7 @@ class InstabilityMonitor(Callback):
         if not path:
             return False, "no checkpoint to roll back to"
         lrs = [[g["lr"] for g in opt.param_groups] for opt in trainer.optimizers]  # to keep
-        checkpoint = trainer.strategy.load_checkpoint(path, weights_only=False)
+        checkpoint = trainer.strategy.load_checkpoint(path, weights_only=True)
         trainer.strategy.load_model_state_dict(checkpoint, strict=pl_module.strict_loading)
         try:
             trainer.strategy.load_optimizer_state_dict(checkpoint)

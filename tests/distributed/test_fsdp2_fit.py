@@ -17,25 +17,21 @@ Per micro-batch the DPO loss is a mean over pairs, so the mean of the two ranks'
 global-batch loss; ``grad_norm`` is the module's global (collective) norm. Float32 sums in a
 different order differ by ~1e-7; TOL allows 1e-5.
 
-Every launch runs under a wall-clock timeout; on expiry or failure it is killed with all its
-descendants. Artifacts are checked, not only exit codes: an exit of 134 ("terminate called
-without an active exception", a rare gloo teardown crash after the work is done) is tolerated
-when the artifacts are complete; the strategy destroys the process group at exit to prevent it.
+Every launch is bounded and killed with all its descendants (``launch.py``); artifacts are
+checked, not only exit codes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from launch import TIMEOUT_S, TORCHRUN, finish, kill, start
 from safetensors.torch import load_file
 from torch.distributed.checkpoint import FileSystemReader
 
@@ -44,8 +40,6 @@ pytestmark = pytest.mark.distributed
 WORKER = Path(__file__).resolve().parent / "_fit_worker.py"
 TOL = 1e-5
 WEIGHT_TOL = 1e-4  # 8 AdamW steps: normalised updates amplify tiny gradient differences
-TIMEOUT_S = 120
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 FSDP2 = ["--trainer.strategy=FSDP2Strategy", "--trainer.strategy.param_dtype=float32"]
 CONFIG = {
     "seed_everything": 0,
@@ -87,62 +81,9 @@ CHECKPOINTS = [
 ]
 
 
-def _env() -> dict[str, str]:
-    """This environment without launcher variables (a surrounding SLURM job or torchrun)."""
-    launcher = ("SLURM_", "TORCHELASTIC_", "RANK", "LOCAL_", "WORLD_", "GROUP_", "MASTER_", "NODE_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
-    return {**env, "OMP_NUM_THREADS": "1"}
-
-
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
-        )
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children, grandchildren, … of ``pid`` (Linux ``/proc``; empty elsewhere)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:  # "pid (comm) state ppid ..."; comm may hold spaces and parentheses
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile
-    found, frontier = [], [pid]
-    while frontier:
-        frontier = [child for child, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL a launch with its group and descendants (torchrun starts workers in new sessions)."""
-    if proc.poll() is not None:
-        return
-    for pid in _descendants(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _finish(proc: subprocess.Popen, log: Path, outputs: list[Path]) -> None:
-    """Wait (bounded); kill everything launched on timeout; require the expected outputs."""
-    try:
-        rc = proc.wait(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        pytest.fail(f"no exit after {TIMEOUT_S} s (hang?); log tail:\n{log.read_text()[-3000:]}")
-    teardown_crash = rc == 134 and "terminate called without an active" in log.read_text()
-    if (rc != 0 and not teardown_crash) or not all(p.is_file() for p in outputs):
-        pytest.fail(f"exit {rc}, outputs {outputs}; log tail:\n{log.read_text()[-3000:]}")
-
-
 def _fit(tmp: Path, name: str, launcher: list[str], *args: str) -> subprocess.Popen:
     cmd = [*launcher, str(WORKER), f"--out={tmp / name}", f"--config={tmp / 'config.yaml'}"]
-    return _start([*cmd, f"--trainer.default_root_dir={tmp / name}", *args], tmp / f"{name}.log")
+    return start([*cmd, f"--trainer.default_root_dir={tmp / name}", *args], tmp / f"{name}.log")
 
 
 @pytest.fixture(scope="module")
@@ -156,16 +97,16 @@ def runs(tmp_path_factory) -> dict:
         "sharded": _fit(tmp, "sharded", TORCHRUN, *sharded),
     }
     try:
-        _finish(procs["reference"], tmp / "reference.log", [tmp / "reference" / "rank0.json"])
+        finish(procs["reference"], tmp / "reference.log", [tmp / "reference" / "rank0.json"])
         ranks = [tmp / "sharded" / f"rank{r}.json" for r in (0, 1)]
-        _finish(procs["sharded"], tmp / "sharded.log", ranks)
+        finish(procs["sharded"], tmp / "sharded.log", ranks)
         ckpt = tmp / "sharded" / "checkpoints" / "epoch=0-step=4.ckpt"
         resumed = [*FSDP2, *EXPORT, f"--ckpt_path={ckpt}"]
         procs["resumed"] = _fit(tmp, "resumed", [sys.executable], *resumed)
-        _finish(procs["resumed"], tmp / "resumed.log", [tmp / "resumed" / "rank0.json"])
+        finish(procs["resumed"], tmp / "resumed.log", [tmp / "resumed" / "rank0.json"])
     finally:
         for proc in procs.values():
-            _kill(proc)
+            kill(proc)
     return {
         "reference": _read(tmp / "reference" / "rank0.json"),
         "sharded": [_read(p) for p in ranks],
@@ -248,7 +189,7 @@ def test_launcher_mismatch_fails_fast_naming_the_flags(tmp_path):
     try:
         rc = proc.wait(timeout=TIMEOUT_S)
     finally:
-        _kill(proc)
+        kill(proc)
     text = log.read_text()
     assert rc != 0
     assert "torchrun started 2 processes (2 per node)" in text, text[-3000:]

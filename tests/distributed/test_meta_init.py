@@ -13,7 +13,7 @@ plain ``from_pretrained`` model. Each run ends with an ``HFExport`` gathered fro
 That no rank but 0 holds a full copy is checked by counting ``from_pretrained`` calls per rank
 (wrapped in the worker before anything loads) rather than by a memory measurement, which would
 be noisy at this size. Launches are bounded and killed with their descendants, as in
-``test_fsdp2_fit.py`` (whose helpers are reused).
+``launch.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 from _meta_init_worker import INPUT_IDS
-from test_fsdp2_fit import TORCHRUN, _finish, _kill, _start
+from launch import TORCHRUN, finish, kill, start
 from transformers import AutoModelForCausalLM
 
 from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
@@ -114,11 +114,11 @@ def ranks(request, pretrained) -> tuple[Path, list[dict]]:
     ]
     cmd += [f"--trainer.default_root_dir={tmp / 'run'}", *export, *VARIANTS[request.param]]
     outputs = [tmp / "out" / f"rank{r}.json" for r in (0, 1)]
-    proc = _start(cmd, tmp / "run.log")
+    proc = start(cmd, tmp / "run.log")
     try:
-        _finish(proc, tmp / "run.log", [*outputs, tmp / "export" / "model.safetensors"])
+        finish(proc, tmp / "run.log", [*outputs, tmp / "export" / "model.safetensors"])
     finally:
-        _kill(proc)
+        kill(proc)
     return tmp, [json.loads(p.read_text()) for p in outputs]
 
 

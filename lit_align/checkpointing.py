@@ -1,0 +1,120 @@
+"""Crash-safe sharded checkpoints: written beside the target, then renamed into place.
+
+A distributed checkpoint is a directory every rank writes into (one ``__{rank}_0.distcp`` shard
+file each, then ``.metadata`` from the coordinator, then Lightning's ``meta.pt`` from rank 0).
+``ModelParallelStrategy`` writes it in place, so a crash while ``last.ckpt`` is being overwritten
+(every ``every_n_train_steps``) would leave new shards beside old metadata: no good checkpoint at
+all. :class:`~lit_align.distributed.FSDP2Strategy` instead writes into ``<name>.partial``, waits
+until every rank has finished, and rank 0 swaps it into place with :func:`commit`, so the target
+is always either the previous complete checkpoint or the new complete one.
+
+For comparison, Lightning's single-file checkpoints (``save_distributed_checkpoint=False``, and
+every non-sharded strategy) go through ``lightning.fabric.utilities.cloud_io._atomic_save``: the
+whole checkpoint is serialised into memory first, then written inside an fsspec transaction. For
+a local path fsspec writes a temporary file from ``tempfile.mkstemp()`` (the system temporary
+directory) and ``shutil.move``-s it onto the target on commit: atomic (a rename) when that
+directory is on the same filesystem as the checkpoint, but a plain copy onto the target, which a
+crash can leave truncated, when it is not (e.g. ``/tmp`` on tmpfs). Neither path calls ``fsync``.
+
+Leftovers are harmless: Lightning's ``ckpt_path="last"`` only considers ``last*.ckpt`` names
+(``ModelCheckpoint._find_last_checkpoints``), which ``.partial`` and ``.old`` are not, and
+:func:`recover` cleans a checkpoint's leftovers before it is loaded. All paths must be on a
+filesystem every rank shares (DCP needs that anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+from pathlib import Path
+
+STAGING_SUFFIX = ".partial"
+"""A save in progress (or interrupted): never loaded, removed by the next save or load."""
+OLD_SUFFIX = ".old"
+"""The replaced checkpoint during a non-atomic swap; restored by :func:`recover` if needed."""
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def staging_path(target: Path) -> Path:
+    """Where the checkpoint for ``target`` is written before :func:`commit`."""
+    return target.with_name(target.name + STAGING_SUFFIX)
+
+
+def old_path(target: Path) -> Path:
+    return target.with_name(target.name + OLD_SUFFIX)
+
+
+def remove(path: Path) -> None:
+    """Delete a checkpoint file or directory if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def commit(staging: Path, target: Path) -> None:
+    """Put the complete checkpoint ``staging`` at ``target``, replacing any previous one.
+
+    Where the filesystem can swap two paths in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``: ext4, xfs, btrfs, tmpfs) ``target`` always names a complete checkpoint.
+    Elsewhere (NFS, Lustre, macOS) the previous checkpoint is renamed to ``<name>.old`` first, and
+    a crash between the two renames leaves only ``<name>.old``, which :func:`recover` restores.
+    Call on one rank, after every rank has finished writing ``staging``.
+    """
+    old = old_path(target)
+    remove(old)
+    if not (target.exists() or target.is_symlink()):  # a link: ModelCheckpoint(save_last="link")
+        os.rename(staging, target)
+    elif _exchange(staging, target):
+        remove(staging)  # now the previous checkpoint
+    else:
+        os.rename(target, old)
+        os.rename(staging, target)
+        remove(old)
+    _sync_directory(target.parent)
+
+
+def recover(target: Path) -> None:
+    """Clean what an interrupted save of ``target`` left: restore ``.old``, drop ``.partial``.
+
+    A ``.partial`` directory is never trusted (its ranks may not all have finished). A ``.old``
+    one is the previous complete checkpoint; it comes back only if ``target`` is missing.
+    """
+    old = old_path(target)
+    if old.exists() and not target.exists():
+        os.rename(old, target)
+    remove(old)
+    remove(staging_path(target))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False where the OS or filesystem cannot."""
+    libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:  # not glibc >= 2.28 (macOS, musl, Windows)
+        return False
+    paths = os.fsencode(a), os.fsencode(b)
+    if renameat2(_AT_FDCWD, paths[0], _AT_FDCWD, paths[1], _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _sync_directory(path: Path) -> None:
+    """Make the renames in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
