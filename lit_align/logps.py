@@ -178,7 +178,8 @@ def response_logps(
     Token ``t`` is predicted by position ``t − 1``, so a response token at position 0 has no
     prediction and is not scored. Reads ``lm_head.weight`` / ``lm_head.bias`` directly (see the
     FSDP2 note in the module docstring). Selecting the ``M`` positions is data-dependent, so
-    this synchronises with the device once.
+    this synchronises with the device once (packed batches select on the host instead, see
+    :func:`selected_logps`).
 
     Args:
         hidden: ``(N, T, H)`` final hidden states (after the final norm).
@@ -203,21 +204,62 @@ def response_logps(
             f"{tuple(response_mask.shape)}"
         )
     scored = response_mask[:, 1:].bool()  # (N, T-1): position p predicts response token p + 1
-    rows, pos = scored.nonzero(as_tuple=True)  # (M,), (M,)
-    logps, entropy = chunked_token_logps(
+    rows, pos = scored.nonzero(as_tuple=True)  # (M,), (M,): the one device sync
+    return selected_logps(
         hidden[rows, pos],  # (M, H)
-        lm_head.weight,
         input_ids[rows, pos + 1],  # (M,)
+        rows,
+        pos + 1,
+        lm_head,
+        response_mask,
+        chunk_size=chunk_size,
+        with_token_logps=with_token_logps,
+        with_entropy=with_entropy,
+    )
+
+
+def selected_logps(
+    hidden: Tensor,
+    targets: Tensor,
+    rows: Tensor,
+    cols: Tensor,
+    lm_head: nn.Module,
+    response_mask: Tensor,
+    *,
+    chunk_size: int,
+    with_token_logps: bool,
+    with_entropy: bool,
+) -> SequenceLogps:
+    """Log-probs of ``M`` already selected tokens, summed per row and placed at ``(rows, cols)``.
+
+    The core of :func:`response_logps`; packed batches call it directly with a selection made
+    on the host by the collator (:mod:`lit_align.data.packing`), so no device sync is needed.
+
+    Args:
+        hidden: ``(M, H)`` final hidden states of the positions that predict the tokens.
+        targets: ``(M,)`` the token ids predicted.
+        rows: ``(M,)`` row of each token in the padded ``(N, T)`` view the loss reads.
+        cols: ``(M,)`` column of each token in that view.
+        lm_head: as for :func:`response_logps`.
+        response_mask: ``(N, T)`` response mask of the padded view (counts and shapes).
+        chunk_size: as for :func:`response_logps`.
+        with_token_logps: as for :func:`response_logps`.
+        with_entropy: as for :func:`response_logps`.
+    """
+    logps, entropy = chunked_token_logps(
+        hidden,
+        lm_head.weight,
+        targets,
         getattr(lm_head, "bias", None),
         chunk_size=chunk_size,
         with_entropy=with_entropy,
     )
-    shape = input_ids.shape
+    shape = response_mask.shape
     return SequenceLogps(
         sum=logps.new_zeros(shape[0]).index_add(0, rows, logps),  # (N,)
-        count=scored.sum(1, dtype=torch.float32),  # (N,)
-        token_logps=_scatter_tokens(logps, rows, pos + 1, shape) if with_token_logps else None,
-        token_entropy=_scatter_tokens(entropy, rows, pos + 1, shape) if with_entropy else None,
+        count=response_mask[:, 1:].sum(1, dtype=torch.float32),  # (N,)
+        token_logps=_scatter_tokens(logps, rows, cols, shape) if with_token_logps else None,
+        token_entropy=_scatter_tokens(entropy, rows, cols, shape) if with_entropy else None,
     )
 
 

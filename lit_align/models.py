@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lit_align.logps import naive_response_logps, response_logps
+from lit_align.logps import naive_response_logps, response_logps, selected_logps
 from lit_align.lora import LoRASettings
 from lit_align.types import PreferenceBatch, SequenceLogps
 
@@ -245,6 +245,12 @@ class CausalLMScorer(nn.Module):
         with_token_logps: bool = False,
         with_entropy: bool = False,
     ) -> SequenceLogps:
+        options = dict(
+            chunk_size=self.chunk_size, with_token_logps=with_token_logps, with_entropy=with_entropy
+        )
+        packed = getattr(batch, "packed", None)  # a PackedBatch (lit_align.data.packing)
+        if packed is not None:
+            return self._packed_forward(batch, packed, options)
         decoder = self.model.get_decoder()
         hidden = decoder(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
@@ -253,15 +259,32 @@ class CausalLMScorer(nn.Module):
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:  # Gemma 2: logits = cap·tanh(z / cap), which the chunked path cannot apply
             head, logps_fn = _softcapped(head, cap), naive_response_logps
-        return logps_fn(
-            hidden,
-            head,
-            batch.input_ids,
-            batch.response_mask,
-            chunk_size=self.chunk_size,
-            with_token_logps=with_token_logps,
-            with_entropy=with_entropy,
-        )
+        return logps_fn(hidden, head, batch.input_ids, batch.response_mask, **options)
+
+    def _packed_forward(self, batch: PreferenceBatch, packed, options: dict) -> SequenceLogps:
+        """The packed row through the decoder (attention stays within each sequence, see
+        :mod:`lit_align.data.packing`), then the response tokens the collator selected."""
+        config = self.model.config
+        if getattr(config, "final_logit_softcapping", None):
+            raise ValueError("--data.packing true: soft-capped logits (Gemma 2) are unsupported")
+        kwargs = packed.attention_kwargs(config._attn_implementation)
+        kwargs.update(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
+        hidden = self.model.get_decoder()(**kwargs).last_hidden_state[0]  # (L, H)
+        source, head = packed.source, self.model.get_output_embeddings()  # (M,) predictors
+        selected = (hidden[source], packed.input_ids[0, source + 1], packed.rows, packed.cols)
+        return selected_logps(*selected, head, batch.response_mask, **options)
+
+
+def compile_blocks(*scorers: CausalLMScorer) -> None:
+    """``torch.compile`` each decoder layer of ``scorers`` in place (``nn.Module.compile``).
+
+    Call after activation checkpointing (which then wraps the compiled layer) and before FSDP2
+    sharding (whose hooks stay outside the graphs): torchtitan's order. The layers share one
+    graph; shapes that vary between batches become dynamic after the first recompilation.
+    """
+    for scorer in scorers:
+        for layer in scorer.blocks():
+            layer.compile()
 
 
 def _softcapped(head: nn.Module, cap: float) -> Callable[[Tensor], Tensor]:

@@ -4,6 +4,12 @@ The loss is a swappable strategy (``--model.loss DPO|SPO|BNF|...``); the module 
 capability flags to decide whether a reference model is built and run and which per-token
 quantities to compute, and never branches on the loss class.
 
+Reference log-probs come from the frozen model, from a cache computed once before training, or
+from nowhere (``--model.reference model|precomputed|none``, see :mod:`lit_align.reference`).
+``--model.compile true`` compiles each decoder layer; on CUDA, Adam and AdamW run fused unless
+the optimizer's ``fused`` or ``foreach`` was set. The host syncs left in a step are listed in
+``BENCHMARKS.md`` ("Host synchronisation").
+
 Documented attributes for callbacks (read-only for them):
     policy: the trained :class:`~lit_align.models.CausalLMScorer`; ``policy.model`` is the HF
         model.
@@ -16,6 +22,8 @@ Documented attributes for callbacks (read-only for them):
 
 from __future__ import annotations
 
+import gc
+import inspect
 from typing import Any
 
 import torch
@@ -34,10 +42,13 @@ from lit_align.models import (
     CausalLMScorer,
     PolicyConfig,
     build_causal_lm,
+    compile_blocks,
     frozen_copy,
     load_tokenizer,
 )
 from lit_align.optim import LRSchedule
+from lit_align.records import make_record, reward_metrics
+from lit_align.reference import ReferenceMode, model_identity, precompute, resolve_mode
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps, StepRecord
 
 DEFAULT_POLICY = PolicyConfig(
@@ -66,6 +77,11 @@ class AlignmentModule(LightningModule):
         schedule: learning-rate warm-up and decay over the run's optimizer steps.
         logps_chunk_size: response tokens projected through the lm_head at a time.
         activation_checkpointing: recompute decoder activations in backward to save memory.
+        reference: where reference log-probs come from: ``model`` (the frozen reference, each
+            step), ``precomputed`` (once, before training, cached; the model is then freed) or
+            ``none``; None picks ``model``, or ``none`` for reference-free losses.
+        compile: ``torch.compile`` each decoder layer (after activation checkpointing, before
+            FSDP2 sharding).
     """
 
     def __init__(
@@ -76,6 +92,8 @@ class AlignmentModule(LightningModule):
         schedule: LRSchedule = DEFAULT_SCHEDULE,
         logps_chunk_size: int = 1024,
         activation_checkpointing: bool = False,
+        reference: ReferenceMode | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if logps_chunk_size < 1:
@@ -86,6 +104,8 @@ class AlignmentModule(LightningModule):
         self.schedule = schedule
         self.logps_chunk_size = logps_chunk_size
         self.activation_checkpointing = activation_checkpointing
+        self.reference_mode = resolve_mode(reference, loss)
+        self.compile_decoder = compile
         self._tokenizer = None
         self.policy: CausalLMScorer | None = None
         # Not a registered submodule: never saved in checkpoints, never optimised.
@@ -120,6 +140,8 @@ class AlignmentModule(LightningModule):
         model = apply_lora(model, cfg.lora)
         self.policy = CausalLMScorer(model, self.logps_chunk_size, cfg.decoder_layers)
         self.policy.train()  # from_pretrained returns eval mode
+        if self.compile_decoder:
+            compile_blocks(self.policy, *frozen)
         shard_for_trainer(self._trainer, self.policy, frozen)  # FSDP2Strategy only
         if meta:
             device = self._trainer.strategy.root_device
@@ -153,13 +175,16 @@ class AlignmentModule(LightningModule):
         policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
         reference = self._reference_logps(batch) if caps.requires_reference else None
         out = self.loss(policy, reference, batch)
-        return out, _record(out, policy, reference, batch)
+        return out, make_record(out, policy, reference, batch)
 
     def _reference_logps(self, batch: PreferenceBatch) -> SequenceLogps:
         if batch.reference_logps is not None:
             return batch.reference_logps
         if self.reference is None:
-            raise RuntimeError("the loss needs reference log-probs but no reference was built")
+            raise RuntimeError(
+                "the loss needs reference log-probs, but the batch carries none and no reference "
+                f"model is loaded (--model.reference {self.reference_mode})"
+            )
         with torch.no_grad():
             return self.reference(batch, self.loss.needs_token_logps, False)
 
@@ -173,7 +198,7 @@ class AlignmentModule(LightningModule):
         self._log_metrics(record, prefix="val_", batch_size=batch.num_examples)
 
     def _log_metrics(self, record: StepRecord, prefix: str, batch_size: int) -> None:
-        metrics = {**_reward_metrics(record), **record.metrics}
+        metrics = {**reward_metrics(record), **record.metrics}
         training = prefix == ""
         options = {
             "on_step": training,
@@ -212,7 +237,7 @@ class AlignmentModule(LightningModule):
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        optimizer = _prefer_fused(self.optimizer_factory(params), params, self.device)
         factor = self.schedule.multiplier(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
@@ -222,49 +247,46 @@ class AlignmentModule(LightningModule):
 
     def on_fit_start(self) -> None:
         rank_zero_info(f"run directory: {self.trainer.log_dir}")
+        if self.reference_mode == "precomputed" and self._reference:
+            self._precompute_reference()
+
+    def _precompute_reference(self) -> None:
+        """Score the data with the frozen reference once (or load the cache), then free it.
+
+        Runs after the model is built, sharded and restored from a checkpoint (the frozen copy
+        still holds the initial weights) and before the first batch is read; loaders made
+        earlier serve the values too (see :mod:`lit_align.data.reference_columns`).
+        """
+        data = self.trainer.datamodule
+        if not hasattr(data, "attach_reference_logps"):
+            raise ValueError(
+                "--model.reference precomputed needs lit_align's PreferenceDataModule (--data), "
+                "which serves the values with the rows; or set --model.reference model"
+            )
+        ref = self.reference
+        owner = ref if next(ref.parameters(), None) is not None else self.policy  # LoRA: policy
+        cfg, strategy = self.policy_config, self.trainer.strategy
+        settings = {"dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
+        mixed = getattr(strategy, "mp_policy", None)  # FSDP2Strategy's compute dtype
+        settings["precision"] = str(self.trainer.precision)
+        settings["param_dtype"] = str(getattr(mixed, "param_dtype", None))
+        identity = model_identity(cfg.pretrained, cfg.revision, owner.model, **settings)
+        precompute(ref, data, identity, self.loss.needs_token_logps, self.device)
+        self._reference = []  # the batches carry the values now
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
-def _split(values: Tensor, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
-    """(chosen, rejected) parts of a per-row tensor, for paired or unpaired batches."""
-    if batch.paired:
-        half = values.shape[0] // 2
-        return values[:half], values[half:]
-    labels = batch.labels
-    rows = values[: labels.shape[0]]  # unpaired batches may append extra (KL) rows
-    return rows[labels], rows[~labels]
-
-
-def _record(
-    out: LossOutput, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch
-) -> StepRecord:
-    chosen, rejected = _split(policy.sum.detach(), batch)
-    margins = None
-    if reference is not None and batch.paired:
-        rho_w, rho_l = _split(policy.sum.detach() - reference.sum, batch)
-        margins = rho_w - rho_l  # (B,) Δ in nats, whatever the loss's β
-    return StepRecord(
-        loss=out.loss.detach(),
-        chosen_rewards=out.chosen_rewards.detach(),
-        rejected_rewards=out.rejected_rewards.detach(),
-        chosen_logps=chosen,
-        rejected_logps=rejected,
-        target_margin=out.target_margin,
-        log_ratio_margins=margins,
-        metrics={k: v.detach() for k, v in out.metrics.items()},
-    )
-
-
-def _reward_metrics(record: StepRecord) -> dict[str, Tensor]:
-    chosen, rejected = record.chosen_rewards, record.rejected_rewards
-    metrics = {
-        "rewards/chosen": chosen.mean(),
-        "rewards/rejected": rejected.mean(),
-        "logps/chosen": record.chosen_logps.mean(),
-        "logps/rejected": record.rejected_logps.mean(),
-    }
-    if chosen.shape == rejected.shape:
-        metrics["rewards/margins"] = (chosen - rejected).mean()
-        metrics["rewards/accuracies"] = (chosen > rejected).float().mean()
-    if record.log_ratio_margins is not None:
-        metrics["logratios/margins"] = record.log_ratio_margins.mean()
-    return metrics
+def _prefer_fused(
+    optimizer: torch.optim.Optimizer, params: list, device: torch.device
+) -> torch.optim.Optimizer:
+    """The same Adam/AdamW with ``fused=True`` on CUDA when neither ``fused`` nor ``foreach`` was
+    chosen (one kernel per step instead of one per tensor group); anything else unchanged."""
+    cls, options = type(optimizer), optimizer.defaults
+    chosen = options.get("fused") is not None or options.get("foreach") is not None
+    if cls not in (torch.optim.Adam, torch.optim.AdamW) or chosen or device.type != "cuda":
+        return optimizer
+    accepted = inspect.signature(cls.__init__).parameters
+    kept = {k: v for k, v in options.items() if k in accepted and k != "fused"}
+    return cls(params, **kept, fused=True)

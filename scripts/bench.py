@@ -1,9 +1,16 @@
 """Training-step throughput and memory of lit_align on a named model shape (random weights).
 
 Builds the model through lit_align's own path (``AlignmentModule.configure_model``), feeds
-synthetic pairs with the lengths given, runs ``--warmup`` untimed and ``--steps`` timed
-optimizer steps (forward of chosen+rejected, reference forward when the loss needs one,
+synthetic pairs with the lengths given through the real collators (padded, or packed with
+``--packing``), runs ``--warmup`` untimed and ``--steps`` timed optimizer steps (forward of
+chosen+rejected, reference forward when the loss needs one unless ``--reference precomputed``,
 backward, AdamW), and prints tokens/s, pairs/s, MFU and peak memory (``--json`` for a file).
+
+``--reference precomputed`` scores the batches with the frozen reference before timing and
+frees it (what ``--model.reference precomputed`` does before training); ``--compile`` compiles
+each decoder layer (keep ``--warmup`` ≥ 2: the first steps compile). ``--find-max-batch`` doubles
+``--batch-size`` and ``--find-max-length`` doubles the sequence length at batch 1, one step
+each, until CUDA runs out of memory or ``--search-limit``; they report the largest that ran.
 
 Tokens counted: non-pad tokens of prompt+chosen and prompt+rejected (as in the peers' numbers).
 MFU = tokens/s × FLOPs/token / peak FLOP/s, with FLOPs/token = 2·N per forward and 4·N per
@@ -15,11 +22,15 @@ Examples::
 
     python scripts/bench.py --shape tiny --steps 3                 # CPU smoke test
     python scripts/bench.py --shape qwen2.5-0.5b --batch-size 4 --dtype bfloat16 --json out.json
+    python scripts/bench.py --shape qwen2.5-0.5b --dtype bfloat16 --reference precomputed \
+        --packing --compile --find-max-batch
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import platform
 import resource
@@ -29,6 +40,8 @@ import time
 import torch
 
 import lit_align.models
+from lit_align.data.collate import PreferenceCollator
+from lit_align.data.packing import pack
 from lit_align.logps import naive_response_logps
 from lit_align.losses import DPO, SimPO
 from lit_align.models import PolicyConfig
@@ -36,46 +49,21 @@ from lit_align.module import AlignmentModule
 from lit_align.types import PreferenceBatch
 
 QWEN_VOCAB = 151_936
+
+
+def _shape(arch: str, hidden: int, inter: int, layers: int, heads: int, vocab: int, **extra):
+    """A model shape: ``architecture`` plus the config overrides (2 key-value heads)."""
+    sizes = {"hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers}
+    heads = {"num_attention_heads": heads, "num_key_value_heads": 2, "vocab_size": vocab}
+    return {"architecture": arch, **sizes, **heads, **extra}
+
+
 SHAPES = {
-    "tiny": {
-        "architecture": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 512,
-    },
+    "tiny": _shape("llama", 64, 128, 2, 4, 512),
     # the tiny body with Qwen's vocabulary: shows the lm_head/logits memory on a CPU
-    "tiny-qwen-vocab": {
-        "architecture": "qwen2",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": QWEN_VOCAB,
-    },
-    "qwen2.5-0.5b": {
-        "architecture": "qwen2",
-        "hidden_size": 896,
-        "intermediate_size": 4864,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 14,
-        "num_key_value_heads": 2,
-        "vocab_size": QWEN_VOCAB,
-        "tie_word_embeddings": True,
-    },
-    "qwen2.5-1.5b": {
-        "architecture": "qwen2",
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "vocab_size": QWEN_VOCAB,
-        "tie_word_embeddings": True,
-    },
+    "tiny-qwen-vocab": _shape("qwen2", 64, 128, 2, 4, QWEN_VOCAB),
+    "qwen2.5-0.5b": _shape("qwen2", 896, 4864, 24, 14, QWEN_VOCAB, tie_word_embeddings=True),
+    "qwen2.5-1.5b": _shape("qwen2", 1536, 8960, 28, 12, QWEN_VOCAB, tie_word_embeddings=True),
 }
 
 
@@ -101,6 +89,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument(
+        "--reference",
+        choices=("model", "precomputed"),
+        default="model",
+        help="precomputed: reference log-probs scored before timing, reference model freed",
+    )
+    p.add_argument("--packing", action="store_true", help="padding-free packed batches")
+    p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
+    p.add_argument("--attn", default="sdpa", help="attention backend (flash_attention_2, ...)")
+    search = p.add_mutually_exclusive_group()
+    search.add_argument("--find-max-batch", action="store_true")
+    search.add_argument("--find-max-length", action="store_true")
+    p.add_argument("--search-limit", type=int, default=1024, help="largest batch/length tried")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument(
@@ -116,34 +117,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps and --batch-size must be >= 1 and --warmup >= 0")
     if args.prompt_len[1] + args.response_len[1] > args.max_length:
         p.error("--prompt-len MAX + --response-len MAX must be <= --max-length")
+    if args.packing and args.logps == "naive":
+        p.error("--packing scores the packed row with the chunked log-probs; drop --logps naive")
     return args
 
 
 def synthetic_batch(args, vocab: int, gen: torch.Generator) -> PreferenceBatch:
-    """``batch_size`` random pairs with uniformly drawn prompt and response lengths."""
+    """``batch_size`` random pairs with uniformly drawn prompt and response lengths, collated
+    like training data (right-padded, or packed with ``--packing``)."""
 
-    def draw(lo_hi):
-        return int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=gen))
+    def ids(lo_hi):
+        length = int(torch.randint(lo_hi[0], lo_hi[1] + 1, (1,), generator=gen))
+        return torch.randint(3, vocab, (length,), generator=gen).tolist()
 
-    b = args.batch_size
-    prompts = [draw(args.prompt_len) for _ in range(b)]
-    lengths = prompts + prompts
-    responses = [draw(args.response_len) for _ in range(2 * b)]
-    width = max(p + r for p, r in zip(lengths, responses))
-    ids = torch.randint(3, vocab, (2 * b, width), generator=gen)
-    attention = torch.zeros(2 * b, width, dtype=torch.long)
-    response = torch.zeros(2 * b, width, dtype=torch.bool)
-    for i, (p, r) in enumerate(zip(lengths, responses)):
-        attention[i, : p + r] = 1
-        response[i, p : p + r] = True
-    return PreferenceBatch(ids * attention, attention, response)
+    rows = [
+        {"prompt_ids": ids(args.prompt_len), "chosen_ids": ids(args.response_len)}
+        | {"rejected_ids": ids(args.response_len)}
+        for _ in range(args.batch_size)
+    ]
+    batch = PreferenceCollator(pad_token_id=0)(rows)
+    return pack(batch) if args.packing else batch
 
 
 def build(args, device: torch.device) -> AlignmentModule:
     shape = dict(SHAPES[args.shape])
     arch = shape.pop("architecture")
     policy = PolicyConfig(
-        tokenizer="builtin:sort", architecture=arch, config=shape, dtype=args.dtype
+        tokenizer="builtin:sort",
+        architecture=arch,
+        config=shape,
+        dtype=args.dtype,
+        attn_implementation=args.attn,
     )
     loss = DPO(beta=0.1) if args.loss == "DPO" else SimPO()
     module = AlignmentModule(
@@ -151,6 +155,7 @@ def build(args, device: torch.device) -> AlignmentModule:
         loss=loss,
         logps_chunk_size=args.chunk_size,
         activation_checkpointing=args.activation_checkpointing,
+        compile=args.compile,
     )
     module.configure_model()
     return module.to(device)
@@ -174,7 +179,10 @@ def run(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     vocab = module.policy.model.config.vocab_size
     batches = [synthetic_batch(args, vocab, gen) for _ in range(args.warmup + args.steps)]
-    tokens = 0
+    if args.reference == "precomputed" and module.reference is not None:
+        batches = [_with_reference(module, b, device) for b in batches]
+        module._reference = []  # freed, as --model.reference precomputed does
+    tokens = cells = 0
     for i, batch in enumerate(batches):
         if i == args.warmup:
             _sync(device)
@@ -187,6 +195,7 @@ def run(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if i >= args.warmup:
             tokens += int(batch.attention_mask.sum())
+            cells += batch.attention_mask.numel()  # what the padded layout computes
     _sync(device)
     seconds = time.perf_counter() - start
     n = matmul_params(module.policy.model)
@@ -199,6 +208,10 @@ def run(args) -> dict:
         "logps": args.logps,
         "batch_size": args.batch_size,
         "activation_checkpointing": args.activation_checkpointing,
+        "reference": args.reference if module.loss.requires_reference else "none",
+        "packing": args.packing,
+        "compile": args.compile,
+        "attn": args.attn,
         "device": _device_name(device),
         "torch": torch.__version__,
         "steps": args.steps,
@@ -206,10 +219,39 @@ def run(args) -> dict:
         "step_time_s": seconds / args.steps,
         "tokens_per_s": tps,
         "pairs_per_s": args.batch_size * args.steps / seconds,
+        "padding_fraction": 1 - tokens / cells,  # of a padded batch; packing computes none
         "matmul_params": n,
         "mfu": tps * flops_per_token / (args.peak_tflops * 1e12),
         "peak_memory_gib": _peak_memory_gib(device),
     }
+
+
+def _with_reference(module: AlignmentModule, batch: PreferenceBatch, device) -> PreferenceBatch:
+    """``batch`` with its reference log-probs (scored by the frozen reference, kept on the CPU)."""
+    with torch.no_grad():
+        logps = module.reference(batch.to(device), module.loss.needs_token_logps, False)
+    return dataclasses.replace(batch, reference_logps=logps.to("cpu"))
+
+
+def find_max(args, key: str) -> dict:
+    """Double ``args.<key>`` (``batch_size``, or the length at batch 1) from its start until a
+    step runs out of CUDA memory or passes ``--search-limit``; the largest value that ran."""
+    value, best = getattr(args, key) if key == "batch_size" else 64, None
+    while value <= args.search_limit:
+        trial = argparse.Namespace(**{**vars(args), "warmup": 0, "steps": 1, key: value})
+        if key == "max_length":
+            trial.batch_size, half = 1, value // 2
+            trial.prompt_len, trial.response_len = (half, half), (value - half, value - half)
+        try:
+            best = {key: value, "result": run(trial)}
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        value *= 2
+    return {"search": key, "limit": args.search_limit, "largest": best}
 
 
 def _device_name(device: torch.device) -> str:
@@ -232,9 +274,15 @@ def _peak_memory_gib(device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    result = run(args)
+    if args.find_max_batch or args.find_max_length:
+        result = find_max(args, "batch_size" if args.find_max_batch else "max_length")
+        largest = result["largest"] or {}
+        print(f"largest {result['search']} that ran: {largest.get(result['search'])}")
+        shown = largest.get("result", {})
+    else:
+        result = shown = run(args)
     print(" ".join(sys.argv))
-    for key, value in result.items():
+    for key, value in shown.items():
         print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
     if args.json:
         with open(args.json, "w") as f:

@@ -8,9 +8,13 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from lit_align.types import PreferenceBatch
+from lit_align.types import PreferenceBatch, SequenceLogps
 
 RESPONSE_FIELDS = ("chosen", "rejected", "completion")
+REF_SUM = "ref_{}_logp"
+"""Column of a response's precomputed reference log-prob sum (see :mod:`lit_align.reference`)."""
+REF_TOKENS = "ref_{}_token_logps"
+"""Column of its per-token reference log-probs, one per response token (position 0: 0)."""
 PromptSide = Literal["keep_end", "keep_start"]
 Policy = Literal["truncate", "drop"]
 
@@ -126,6 +130,9 @@ class PreferenceCollator:
     pairs of KTO's KL estimate; a batch of one row can only pair a completion with its own
     prompt), each cut to ``max_length`` keeping the completion's start.
 
+    Rows carrying precomputed reference log-probs (:data:`REF_SUM`, :data:`REF_TOKENS`) give a
+    batch with ``reference_logps`` in the same row layout.
+
     Args:
         pad_token_id: id written into padding positions (masked everywhere).
         kl_rows: append the mismatched rows to unpaired batches.
@@ -144,10 +151,14 @@ class PreferenceCollator:
             return self._unpaired(rows)
         seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows]
         seqs += [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
+        input_ids, attention, response = self._pad(seqs)  # (2B, T) each
         return PreferenceBatch(
-            *self._pad(seqs),  # (2B, T) each
+            input_ids,
+            attention,
+            response,
             score_chosen=_scores(rows, "score_chosen"),  # (B,)
             score_rejected=_scores(rows, "score_rejected"),
+            reference_logps=_reference(rows, ("chosen", "rejected"), response),
         )
 
     def _unpaired(self, rows: list[dict[str, Any]]) -> PreferenceBatch:
@@ -158,7 +169,9 @@ class PreferenceCollator:
                 prompt = rows[(i + 1) % n]["prompt_ids"]
                 seqs.append((prompt, row["completion_ids"][: self.max_length - len(prompt)]))
         labels = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)  # (N,)
-        return PreferenceBatch(*self._pad(seqs), labels=labels)  # (N, T) or (2N, T)
+        input_ids, attention, response = self._pad(seqs)  # (N, T) or (2N, T)
+        reference = None if self.kl_rows else _reference(rows, ("completion",), response)
+        return PreferenceBatch(input_ids, attention, response, labels, reference_logps=reference)
 
     def _pad(self, seqs: list[tuple[list[int], list[int]]]):
         """(input_ids, attention_mask, response_mask), each ``(len(seqs), T)``, right-padded."""
@@ -178,3 +191,26 @@ def _scores(rows: list[dict[str, Any]], name: str) -> torch.Tensor | None:
     if any(r.get(name) is None for r in rows):
         return None
     return torch.tensor([float(r[name]) for r in rows], dtype=torch.float32)
+
+
+def _reference(
+    rows: list[dict[str, Any]], fields: tuple[str, ...], response: torch.Tensor
+) -> SequenceLogps | None:
+    """Precomputed reference log-probs of the sequences (``fields`` outer, rows inner), if any.
+
+    Per-token values fill the response positions of each row in order, as
+    :class:`~lit_align.types.SequenceLogps` lays them out; ``response`` is ``(N, T)``.
+    """
+    if REF_SUM.format(fields[0]) not in rows[0]:
+        return None
+    sums = [r[REF_SUM.format(f)] for f in fields for r in rows]
+    tokens = None
+    if REF_TOKENS.format(fields[0]) in rows[0]:
+        values = [v for f in fields for r in rows for v in r[REF_TOKENS.format(f)]]
+        tokens = torch.zeros(response.shape, dtype=torch.float32)  # (N, T)
+        tokens[response] = torch.tensor(values, dtype=torch.float32)
+    return SequenceLogps(
+        sum=torch.tensor(sums, dtype=torch.float32),  # (N,)
+        count=response[:, 1:].sum(1, dtype=torch.float32),  # (N,), as the scorer counts
+        token_logps=tokens,
+    )

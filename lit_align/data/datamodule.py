@@ -13,15 +13,17 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_align.data.collate import PreferenceCollator, Truncation
 from lit_align.data.formats import DataError, detect_format
+from lit_align.data.packing import packed_loader
 from lit_align.data.prepare import Encoding, SplitStats, prepare_split
-from lit_align.data.sampler import ResumableLoader, ResumableSampler
+from lit_align.data.reference_columns import ReferenceColumns
+from lit_align.data.sampler import LoaderPosition, ResumableLoader, ResumableSampler
 from lit_align.data.sources import check_columns, hold_out, load_split, map_columns
 
 BUILTIN_TASK = "builtin:sort"
 Format = Literal["auto", "paired", "conversational", "implicit_prompt", "unpaired"]
 
 
-class PreferenceDataModule(LightningDataModule):
+class PreferenceDataModule(ReferenceColumns, LightningDataModule):
     """Preference data from the hub, local files or the embedded task.
 
     Rows of every supported format (see :mod:`lit_align.data.formats`) become canonical paired
@@ -73,6 +75,9 @@ class PreferenceDataModule(LightningDataModule):
             rejected swapped with their scores, or an unpaired label negated), chosen with
             ``seed``: noisy labels for robustness studies, or imperfect demonstrations for an
             SFT stage. Validation is never touched.
+        packing: pack each batch's sequences in one row without padding, batched to
+            ``max_tokens_per_batch`` instead of ``batch_size`` (:mod:`lit_align.data.packing`).
+        max_tokens_per_batch: token budget of a packed batch (a pair counts its prompt twice).
     """
 
     def __init__(
@@ -103,6 +108,8 @@ class PreferenceDataModule(LightningDataModule):
         seed: int = 0,
         builtin_rows: int = 2000,
         label_noise: float = 0.0,
+        packing: bool = False,
+        max_tokens_per_batch: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_noise <= 1.0:
@@ -113,6 +120,9 @@ class PreferenceDataModule(LightningDataModule):
             raise ValueError(f"--data.batch_size must be >= 1, got {batch_size}")
         if on_bad_rows not in ("error", "skip"):
             raise ValueError(f"--data.on_bad_rows must be error or skip, got {on_bad_rows!r}")
+        if packing and (max_tokens_per_batch or 0) < 1:
+            got = max_tokens_per_batch
+            raise ValueError(f"--data.packing needs --data.max_tokens_per_batch >= 1, got {got}")
         self.save_hyperparameters()
         self.columns = check_columns(columns)
         self.truncation = Truncation(max_length, max_prompt_length, prompt_truncation, truncation)
@@ -123,6 +133,7 @@ class PreferenceDataModule(LightningDataModule):
         self.stats: dict[str, SplitStats] = {}
         self.format: str | None = None
         self.kl_rows = False
+        self._position = LoaderPosition()
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -257,22 +268,32 @@ class PreferenceDataModule(LightningDataModule):
 
     # ----------------------------------------------------------- dataloaders
     def train_dataloader(self) -> ResumableLoader:
-        hp, data = self.hparams, self.train_data
-        lengths = list(data["length"]) if hp.group_by_length else None
+        hp, data = self.hparams, self.loader_rows("train")
+        if hp.packing:
+            return self._position.track(packed_loader(data, self._collator(), hp, shuffle=True))
+        lengths = list(self.train_data["length"]) if hp.group_by_length else None
         sampler = ResumableSampler(len(data), hp.batch_size, lengths, shuffle=True, seed=hp.seed)
-        return ResumableLoader(
-            data.with_format(None),
-            batch_size=hp.batch_size,
-            sampler=sampler,
-            collate_fn=self._collator(),
+        loader = ResumableLoader(
+            data, batch_size=hp.batch_size, sampler=sampler, collate_fn=self._collator(),
             num_workers=hp.num_workers,
         )
+        return self._position.track(loader)
+
+    def state_dict(self) -> dict:
+        """The training loader's position (see :class:`~lit_align.data.sampler.LoaderPosition`)."""
+        return self._position.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._position.load_state_dict(state_dict)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_data is None:
             return []
+        hp, data = self.hparams, self.loader_rows("validation")
+        if hp.packing:
+            return packed_loader(data, self._collator(), hp, shuffle=False)
         return DataLoader(
-            self.val_data.with_format(None),
+            data,
             batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
             shuffle=False,
             collate_fn=self._collator(),

@@ -16,6 +16,9 @@ How this fits Lightning 2.6 (checked in its source, ``trainer/connectors/data_co
   prefetches nothing, so the batches this loader has yielded are exactly the batches trained
   on. :class:`ResumableLoader` records ``(epoch, batches yielded)`` and, after
   ``load_state_dict``, yields the rest of that epoch: no batch repeated, none skipped.
+  Lightning drops that saved state when the loader was built before the loops' state is read
+  (``estimated_stepping_batches``, issue #20550), so the datamodule also saves the position
+  itself through :class:`LoaderPosition`.
 """
 
 from __future__ import annotations
@@ -159,3 +162,37 @@ class ResumableLoader(DataLoader):
             "seed": getattr(s, "seed", None),
             "grouped": getattr(s, "lengths", None) is not None,
         }
+
+
+class LoaderPosition:
+    """The training loader's position, saved and restored through the datamodule's state.
+
+    Lightning saves a loader's ``state_dict`` itself, but drops it on resume when
+    ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (as
+    ``AlignmentModule`` does): that builds the loader before the loops' state is read (Lightning
+    issue #20550), and the epoch would start over. A datamodule's state is restored in every
+    case: before the loader is built (the position waits in ``pending``) or after it (FSDP2
+    restores after setup).
+    """
+
+    def __init__(self) -> None:
+        self.loader: ResumableLoader | None = None
+        self.pending: dict | None = None
+
+    def track(self, loader: ResumableLoader) -> ResumableLoader:
+        """Remember ``loader`` and move it to a position restored before it existed."""
+        self.loader = loader
+        if self.pending is not None:
+            loader.load_state_dict(self.pending)
+            self.pending = None
+        return loader
+
+    def state_dict(self) -> dict:
+        return {"train_loader": self.loader.state_dict()} if self.loader is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        position = state.get("train_loader")
+        if position is not None and self.loader is not None:
+            self.loader.load_state_dict(position)
+        else:
+            self.pending = position

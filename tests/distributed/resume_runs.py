@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from launch import LIT_ALIGN, clean_env
@@ -108,22 +107,6 @@ def stitch(killed: list[dict], resumed: list[dict], resumed_at: int) -> list[dic
     """What the interrupted run trained on for good: its batches before the checkpoint, then
     the resumed run's (the killed run's batches after the checkpoint were lost with it)."""
     return [b for b in killed if b["step"] < resumed_at] + resumed
-
-
-EPOCH_RESTARTED = (
-    "the resumed run started its epoch over (Lightning issue #20550: a loader's saved state is "
-    "dropped when configure_optimizers reads trainer.estimated_stepping_batches, as "
-    "AlignmentModule does); PreferenceDataModule must save and restore the loader position "
-    "itself (state_dict/load_state_dict)"
-)
-
-
-def xfail_if_epoch_restarted(full: list[dict], resumed: list[dict]) -> None:
-    """Mark the known failure above as expected; any other difference still fails."""
-    first = resumed[0]
-    start = next(b for b in full if b["epoch"] == first["epoch"] and b["batch"] == 0)
-    if first["batch"] > 0 and first["rows"] == start["rows"]:
-        pytest.xfail(EPOCH_RESTARTED)
 
 
 def checkpoint_step(path: Path) -> int:
