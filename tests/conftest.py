@@ -1,17 +1,11 @@
 """Shared fixtures: tiny models built from a config, and the embedded task's tokenizer."""
 
 import pytest
+from tiny import TINY
 
 from lit_align.models import PolicyConfig
 
-TINY_CONFIG = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
-}
+TINY_CONFIG = {**TINY, "max_position_embeddings": 128}
 
 
 @pytest.fixture

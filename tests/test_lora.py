@@ -16,6 +16,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 from peft import PeftModel
+from tiny import TINY
 from transformers import AutoModelForCausalLM
 
 from lit_align.cli import run_lightning_cli
@@ -23,15 +24,6 @@ from lit_align.data.collate import PreferenceCollator, Truncation, tokenize_row
 from lit_align.data.synthetic import make_rows
 from lit_align.export import export_hf
 from lit_align.models import CausalLMScorer, PolicyConfig, build_causal_lm, load_tokenizer
-
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 class Recorder(Callback):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import tiny
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
@@ -30,15 +31,7 @@ from lit_align.models import (
     load_tokenizer,
 )
 
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 8,
-    "max_position_embeddings": 128,
-}
+TINY = {**tiny.TINY, "head_dim": 8, "max_position_embeddings": 128}
 # (model_type, config overrides, attention backend); Gemma 2 has no sdpa path in transformers 5.
 ARCHITECTURES = [
     ("llama", {}, "sdpa"),

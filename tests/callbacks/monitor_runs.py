@@ -11,21 +11,13 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny import TINY
 
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.models import PolicyConfig
 from lit_align.module import AlignmentModule
 from lit_align.optim import LRSchedule
-
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 def fit(

@@ -17,21 +17,13 @@ import torch
 import yaml
 from launch import LIT_ALIGN, clean_env
 from safetensors.torch import load_file
+from tiny import TINY
 
 HERE = Path(__file__).resolve().parent
 PAIRS = 48
 GLOBAL_BATCH = 8
 STEPS_PER_EPOCH = PAIRS // GLOBAL_BATCH  # 6
 EPOCHS = 2
-
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 def write_config(

@@ -33,6 +33,7 @@ import pytest
 import yaml
 from launch import TIMEOUT_S, TORCHRUN, finish, kill, start
 from safetensors.torch import load_file
+from tiny import TINY
 from torch.distributed.checkpoint import FileSystemReader
 
 pytestmark = pytest.mark.distributed
@@ -58,14 +59,7 @@ CONFIG = {
     "model": {
         "policy": {
             "tokenizer": "builtin:sort",
-            "config": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "max_position_embeddings": 64,
-            },
+            "config": dict(TINY),
         },
         "loss": {"class_path": "lit_align.losses.DPO", "init_args": {"beta": 0.1}},
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003}},

@@ -27,6 +27,7 @@ import torch
 import yaml
 from _meta_init_worker import INPUT_IDS
 from launch import TORCHRUN, finish, kill, start
+from tiny import TINY
 from transformers import AutoModelForCausalLM
 
 from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
@@ -34,15 +35,6 @@ from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).resolve().parent / "_meta_init_worker.py"
-
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 def _config(pretrained: Path) -> dict:
