@@ -1,61 +1,202 @@
-"""The ``lit-align`` command: LightningCLI subcommands plus ``eval``.
+"""The ``lit-align`` command: ``fit`` and ``validate`` (LightningCLI) plus ``eval``, ``study``, …
 
+``lit-align --help`` lists every subcommand (:data:`COMMANDS`, one line each);
 ``lit-align fit --config configs/quickstart.yaml`` trains; ``--model.loss SPO`` swaps the loss;
-``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies;
-``lit-align study --help`` runs the loss comparison study; ``lit-align export --help`` turns a
-checkpoint into a Hugging Face model directory.
+``--print_config`` prints the resolved config. Each run writes into a directory of its own
+(:mod:`lit_align.runs`): ``--overwrite true`` replaces a named one, ``--ckpt_path`` resumes one.
+
+Errors in the user's data or run directory print one line (``error: ...``) and exit with
+status 2; ``--debug`` or ``LIT_ALIGN_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
-import warnings
+from typing import NamedTuple
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lit_align import console
+from lit_align.callbacks.progress import ConsoleProgress
+from lit_align.callbacks.throughput import ThroughputLogger
 from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.data.formats import DataError
 from lit_align.module import AlignmentModule
+from lit_align.runs import RunDirectory, RunDirectoryError, claim, resumed_version
 
-# The module moves PreferenceBatch itself (a frozen dataclass); Lightning warns about that override
-# whenever a datamodule is also given, on every run.
-warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device`")
+
+class Command(NamedTuple):
+    """A subcommand: ``entry`` is ``module:function`` taking the remaining arguments."""
+
+    entry: str
+    help: str
+
+
+LIGHTNING = "lightning"  # run by LightningCLI (AlignCLI)
+COMMANDS = {
+    "fit": Command(LIGHTNING, "train a policy (--config configs/quickstart.yaml)"),
+    "validate": Command(LIGHTNING, "run the validation loop of a model or checkpoint"),
+    "eval": Command("lit_align.eval.cli:main", "reward accuracy and judged win rate of policies"),
+    "study": Command("lit_align.study.run:main", "compare losses over seeds and settings"),
+    "export": Command("lit_align.export:main", "turn a checkpoint into a Hugging Face model dir"),
+}
+USER_ERRORS = (DataError, RunDirectoryError)  # reported in one line, without a traceback
 
 
 class AlignCLI(LightningCLI):
-    """LightningCLI with lit_align's module and data module."""
+    """LightningCLI with lit_align's module and data module, run directories and console.
+
+    The model owns its optimizer and schedule (``--model.optimizer``, ``--model.schedule``), so
+    Lightning's ``--optimizer``/``--lr_scheduler`` are not offered; ``test`` and ``predict`` are
+    not offered either (the module has no test or predict step).
+    """
+
+    run_dir: RunDirectory | None = None
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name in COMMANDS}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="replace the run directory if it already holds a run (its contents are deleted)",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Resume in the checkpoint's run directory when the logger's version is unset."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        args = getattr(logger, "init_args", None)
+        if args is None or args.get("version") is not None or "save_dir" not in args:
+            return
+        root = os.path.join(args.save_dir, args.get("name") or "lightning_logs")
+        args.version = resumed_version(root, config.get("ckpt_path"))
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, with the console progress and throughput logging of lit_align."""
+        configured = list(self._get(self.config_init, "trainer").get("callbacks") or [])
+        trainer = super().instantiate_trainer(**kwargs)  # extends the configured list in place
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, ProgressBar) and bar not in configured:  # Lightning's default bar
+            trainer.callbacks[trainer.callbacks.index(bar)] = ConsoleProgress()
+        trainer.callbacks.append(ThroughputLogger())
+        return trainer
+
+    def before_fit(self) -> None:
+        self._claim_run_dir()
+
+    def before_validate(self) -> None:
+        self._claim_run_dir()
+
+    def _claim_run_dir(self) -> None:
+        if self.trainer.logger is None:
+            return
+        config = self.config[self.subcommand]
+        self.run_dir = claim(self.trainer.log_dir, config.get("ckpt_path"), config.overwrite)
+        console.info(self.run_dir.describe())
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if self.run_dir is not None:
+                self.run_dir.discard_if_unused()  # e.g. a data error: no empty event file
+            raise
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Writes ``config.yaml`` and logs the run's settings to the logger's hyper-parameters.
+
+    TensorBoard's HParams panel then shows the loss class and its arguments, the optimizer and
+    learning rate, the model, the data and the trainer's step settings of every run.
+    """
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams(run_hparams(self.config))
+
+
+def run_hparams(config) -> dict:
+    """The settings that tell runs apart, nested (loggers flatten them to ``model/loss/...``)."""
+    model = config.model.as_dict()
+    trainer = config.trainer.as_dict()
+    kept = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "precision")
+    lr = (model.get("optimizer") or {}).get("init_args", {}).get("lr")
+    return {
+        "lr": lr,
+        "loss": model["loss"]["class_path"].rsplit(".", 1)[-1],
+        "model": model,
+        "data": config.data.as_dict(),
+        "trainer": {key: trainer.get(key) for key in kept},
+        "seed": config.get("seed_everything"),
+    }
 
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
-    """Run a LightningCLI subcommand (``fit``, ``validate``, …); ``args`` defaults to argv.
+    """Run a LightningCLI subcommand (``fit``, ``validate``); ``args`` defaults to argv.
 
     With ``run=False`` the config is parsed and instantiated without a subcommand.
     """
+    console.quiet_known_noise()
     return AlignCLI(
         AlignmentModule,
         PreferenceDataModule,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=SaveRunConfig,
+        save_config_kwargs={"overwrite": True},  # the run directory was claimed for this run
+        auto_configure_optimizers=False,
+        trainer_defaults={"enable_model_summary": False},  # replaced by ConsoleProgress's line
         args=args,
         run=run,
     )
 
 
-def main() -> None:
+def usage() -> str:
+    """The top-level help: every subcommand with its one-line description."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
+    return "\n".join(
+        [
+            "usage: lit-align COMMAND [--help] [ARGS]",
+            "",
+            "Preference alignment of causal LMs with PyTorch Lightning.",
+            "",
+            "commands:",
+            *lines,
+            "",
+            "`lit-align COMMAND --help` lists a command's options. --debug (or LIT_ALIGN_DEBUG=1)",
+            "shows tracebacks of data and run-directory errors.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point. Never mutates ``sys.argv``: Lightning re-executes it to start other ranks."""
-    command = sys.argv[1] if len(sys.argv) > 1 else None
-    if command == "eval":
-        from lit_align.eval.cli import main as eval_main
-
-        eval_main(sys.argv[2:])
-    elif command == "export":
-        from lit_align.export import main as export_main
-
-        export_main(sys.argv[2:])
-    elif command == "study":
-        from lit_align.study.run import main as study_main
-
-        study_main(sys.argv[2:])
-    else:
-        run_lightning_cli()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LIT_ALIGN_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        print(usage())
+        known = not args or args[0] in ("-h", "--help")
+        raise SystemExit(0 if known else f"\nlit-align: unknown command {args[0]!r}")
+    entry = COMMANDS[args[0]].entry
+    try:
+        if entry == LIGHTNING:
+            run_lightning_cli(args)
+        else:
+            module, function = entry.split(":")
+            getattr(importlib.import_module(module), function)(args[1:])
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -14,10 +14,16 @@ Documented attributes for callbacks (read-only for them):
     policy: the trained :class:`~lit_align.models.CausalLMScorer`; ``policy.model`` is the HF
         model.
     tokenizer: the tokenizer the data and the export use.
+    loss: the :class:`~lit_align.losses.PreferenceLoss`; callbacks read its capability flags.
+    reference_mode: ``model``, ``precomputed`` or ``none`` (``--model.reference``).
     grad_norm: global pre-clip gradient L2 norm of the current optimizer step (a 0-dim tensor,
         identical on every rank), set after the last backward of the step, before
         ``on_before_optimizer_step``. A callback may veto the update from that hook with
         ``optimizer.zero_grad(set_to_none=True)``: parameters without gradients are left untouched.
+
+Logged every step besides the loss's metrics: ``learning_rate`` (of the first parameter group),
+``grad_norm`` and, with ``--trainer.gradient_clip_val``, ``clip_fraction``: the fraction of this
+process's optimizer steps whose pre-clip norm exceeded the clip value.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
@@ -111,6 +116,7 @@ class AlignmentModule(LightningModule):
         # Not a registered submodule: never saved in checkpoints, never optimised.
         self._reference: list[CausalLMScorer] = []
         self.grad_norm: Tensor = torch.zeros(())
+        self._clip_counts = torch.zeros(2)  # steps whose norm exceeded the clip, steps clipped
 
     # ------------------------------------------------------------------ model
     @property
@@ -191,6 +197,8 @@ class AlignmentModule(LightningModule):
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> dict[str, Any]:
         out, record = self(batch)
         self._log_metrics(record, prefix="", batch_size=batch.num_examples)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step applies
+        self.log("learning_rate", lr, on_step=True, on_epoch=False, batch_size=1)
         return {"loss": out.loss, "record": record}
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
@@ -233,6 +241,10 @@ class AlignmentModule(LightningModule):
         params = [p for p in self.policy.parameters() if p.grad is not None]
         if params:
             torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self.grad_norm)
+        clipped = (self.grad_norm > gradient_clip_val).float()  # stays on the device: no sync
+        counts = self._clip_counts.to(clipped.device) + torch.stack([clipped, clipped.new_ones(())])
+        self._clip_counts = counts
+        self.log("clip_fraction", counts[0] / counts[1], on_step=True, on_epoch=False, batch_size=1)
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
@@ -246,7 +258,6 @@ class AlignmentModule(LightningModule):
         }
 
     def on_fit_start(self) -> None:
-        rank_zero_info(f"run directory: {self.trainer.log_dir}")
         if self.reference_mode == "precomputed" and self._reference:
             self._precompute_reference()
 
