@@ -28,8 +28,8 @@ setup:
 	fi
 
 quickstart: setup
-	$(BIN)/lit-align fit --config configs/quickstart_sft.yaml
-	$(BIN)/lit-align fit --config configs/quickstart.yaml
+	$(BIN)/lit-align fit --config configs/quickstart_sft.yaml --overwrite true
+	$(BIN)/lit-align fit --config configs/quickstart.yaml --overwrite true
 	$(BIN)/lit-align eval --config configs/quickstart_eval.yaml
 
 lint: setup

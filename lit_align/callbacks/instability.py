@@ -132,6 +132,7 @@ class InstabilityMonitor(Callback):
         self._pending: list[dict[str, Any]] = []  # this batch's events, written at its end
         self._opt_step: int | None = None  # global_step of this batch's optimizer step
         self._log_dir = "."
+        self._off: tuple[str, ...] = ()  # kinds the loss gives no meaning to
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
@@ -152,6 +153,8 @@ class InstabilityMonitor(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_dir = trainer.log_dir  # a collective (broadcast): resolved once, on every rank
+        loss = getattr(pl_module, "loss", None)
+        self._off = () if getattr(loss, "optimizes_margin", True) else ("margin_divergence",)
         os.makedirs(self._log_dir, exist_ok=True)
         if trainer.is_global_zero:  # the log exists (maybe empty) whenever the monitor ran
             open(os.path.join(self._log_dir, EVENT_LOG), "a").close()
@@ -207,6 +210,8 @@ class InstabilityMonitor(Callback):
 
     def _detect(self, trainer, kind, value, threshold, optimizer=None, detail: str = "") -> None:
         """Take the immediate part of the kind's action; the event is written at batch end."""
+        if kind in self._off:
+            return
         action = self.actions.get(kind, "log")
         if optimizer is not None and action in ("skip_step", "rollback", "stop"):
             optimizer.zero_grad(set_to_none=True)  # parameters without grads are not updated
@@ -283,7 +288,7 @@ class InstabilityMonitor(Callback):
         writer = tensorboard(trainer)
         if writer is not None:
             writer.add_text("instability/events", line, event["step"])
-        rank_zero_info(f"instability event: {line}")
+        _announce(trainer, event)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
@@ -295,6 +300,16 @@ class InstabilityMonitor(Callback):
 def _check(ok: bool, argument: str, rule: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"InstabilityMonitor {argument} must be {rule}, got {value!r}")
+
+
+def _announce(trainer: Trainer, event: dict[str, Any]) -> None:
+    """One readable console line: ``instability at step 120: grad_spike 9.1 > 8 (log); ...``."""
+    value, threshold = event["value"], event["threshold"]
+    bound = f" > {threshold:.4g}" if threshold is not None else ""
+    text = f"instability at step {event['step']}: {event['kind']} {float(value):.4g}{bound}"
+    line = _join(f"{text} ({event['action']})", event["detail"])
+    bar = getattr(trainer, "progress_bar_callback", None)
+    bar.print(line) if bar is not None else rank_zero_info(line)
 
 
 def _join(*parts: str) -> str:

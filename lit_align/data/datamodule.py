@@ -44,7 +44,11 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         subset: hub dataset configuration name.
         revision: hub dataset revision.
         train_split: split to train on.
-        val_split: split to validate on; None for none (or use ``val_fraction``).
+        val_split: split to validate on; None for none (or use ``val_fraction``). A local
+            directory has it only when its file names say so (``validation.jsonl``, ...); a
+            single local file has none (see :mod:`lit_align.data.sources`).
+        val_dataset: separate validation data (same kinds as ``dataset``), read as its
+            ``val_split`` (default: ``train_split``); None validates on ``dataset``.
         val_fraction: fraction of the training split held out for validation (fixed seed).
         format: row format, or ``auto`` to detect it from the columns and first row.
         columns: dataset column of each canonical field, e.g.
@@ -87,6 +91,7 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         revision: str | None = None,
         train_split: str = "train",
         val_split: str | None = None,
+        val_dataset: str | None = None,
         val_fraction: float = 0.0,
         format: Format = "auto",
         columns: dict[str, str] | None = None,
@@ -120,6 +125,8 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
             raise ValueError(f"--data.batch_size must be >= 1, got {batch_size}")
         if on_bad_rows not in ("error", "skip"):
             raise ValueError(f"--data.on_bad_rows must be error or skip, got {on_bad_rows!r}")
+        if val_dataset is not None and val_fraction > 0:
+            raise ValueError("--data.val_dataset and --data.val_fraction exclude each other")
         if packing and (max_tokens_per_batch or 0) < 1:
             got = max_tokens_per_batch
             raise ValueError(f"--data.packing needs --data.max_tokens_per_batch >= 1, got {got}")
@@ -187,14 +194,19 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         if hp.val_fraction > 0:
             train, val = hold_out(raw["train"][0], hp.val_fraction, hp.seed)
             return {"train": (train, hp.train_split), "validation": (val, hp.train_split)}
-        if hp.val_split:
-            raw["validation"] = (self._load(hp.val_split), hp.val_split)
+        if hp.val_dataset:
+            split = hp.val_split or hp.train_split
+            raw["validation"] = (self._load(split, hp.val_dataset), split)
+        elif hp.val_split:
+            raw["validation"] = (self._load(hp.val_split, unsplit=False), hp.val_split)
         return raw
 
-    def _load(self, split: str) -> datasets.Dataset:
-        hp = self.hparams
-        data = load_split(hp.dataset, split, hp.subset, hp.revision, hp.cache_dir)
-        where = f"--data.dataset {hp.dataset!r}, split {split!r}"
+    def _load(self, split: str, source: str | None = None, unsplit: bool = True):
+        """One split of ``source`` (default ``--data.dataset``) with ``--data.columns`` applied."""
+        hp, source = self.hparams, source or self.hparams.dataset
+        subset, revision = (hp.subset, hp.revision) if source == hp.dataset else (None, None)
+        data = load_split(source, split, subset, revision, hp.cache_dir, unsplit)
+        where = f"--data.dataset {source!r}, split {split!r}"
         return map_columns(data, self.columns, where) if self.columns else data
 
     def _resolve_format(self, train: datasets.Dataset) -> str:
@@ -236,9 +248,16 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
 
     def _prepare(self, data, source_split: str, split: str, enc: Encoding) -> datasets.Dataset:
         hp = self.hparams
-        prepared, self.stats[split] = prepare_split(
-            data, split, enc, self.tokenizer, hp.num_proc, hp.cache_dir, source_split
-        )
+        try:
+            prepared, self.stats[split] = prepare_split(
+                data, split, enc, self.tokenizer, hp.num_proc, hp.cache_dir, source_split
+            )
+        except DataError as err:
+            if not err.detail or hp.on_bad_rows == "skip":
+                raise
+            hint = DataError(f"{err}; pass --data.on_bad_rows skip to skip (and count) bad rows")
+            hint.detail = err.detail
+            raise hint from err
         return prepared
 
     def summary(self) -> str:

@@ -4,13 +4,25 @@ Loading only reads: nothing is written next to the user's files (see
 :mod:`lit_align.data.prepare` for where tokenised caches go). Every failure is a
 :class:`~lit_align.data.formats.DataError` naming ``--data.dataset``, the split and, for a file
 that cannot be parsed, the file and line.
+
+JSON and JSON Lines files may be compressed (``.gz``, ``.bz2``, ``.xz``; ``.zst`` with the
+``zstandard`` package), as HH-RLHF ships. A local file holds one split, the training split; a
+directory holds one split too, unless its file names start with split names (``train*``,
+``validation*``/``valid*``/``val*``/``dev*``, ``test*``), as hub datasets lay them out: then each
+split reads its own files. Asking a local source for a split it does not have is an error, never
+the training rows again.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import importlib.util
 import json
+import lzma
 import math
 import os
+import re
 
 import datasets
 import numpy as np
@@ -20,6 +32,12 @@ from lit_align.data.formats import CANONICAL_FIELDS, DataError
 
 ROW_COLUMN = "__row__"
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # JSON / JSON Lines only
+if importlib.util.find_spec("zstandard") is not None:
+    import zstandard
+
+    COMPRESSED[".zst"] = zstandard.open
+SPLIT_NAMES = {"train": "train", "validation": "validation|valid|val|dev", "test": "test"}
 
 
 def load_split(
@@ -28,6 +46,7 @@ def load_split(
     subset: str | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
+    unsplit: bool = True,
 ) -> datasets.Dataset:
     """One split of a hub dataset, a local file or directory, or a ``save_to_disk`` directory.
 
@@ -38,6 +57,8 @@ def load_split(
         subset: hub configuration name.
         revision: hub revision (branch, tag or commit).
         cache_dir: where ``datasets`` keeps downloads and converted files (default: its own).
+        unsplit: whether this split may read a local file or directory that holds a single
+            split (True for the training split); False makes such a source an error.
     """
     path = os.path.expanduser(source)
     where = f"--data.dataset {source!r}, split {split!r}"
@@ -45,7 +66,7 @@ def load_split(
         if os.path.isdir(path) and _is_saved_dataset(path):
             return _pick_split(datasets.load_from_disk(path), split, source)
         if os.path.isfile(path) or os.path.isdir(path):
-            return _load_files(path, split, source, cache_dir)
+            return _load_files(_split_files(path, split, source, unsplit), split, source, cache_dir)
         if _looks_local(source):
             raise DataError(f"--data.dataset: file or directory {source!r} does not exist")
         return datasets.load_dataset(
@@ -112,9 +133,42 @@ def hold_out(
     return data.select(np.sort(order[n_val:])), data.select(np.sort(order[:n_val]))
 
 
+def file_type(name: str) -> str | None:
+    """The ``datasets`` builder of a data file (``json`` for ``x.jsonl.gz``), or None."""
+    stem, ext = os.path.splitext(name)
+    if ext in COMPRESSED:
+        stem, ext = os.path.splitext(stem)
+        return "json" if FILE_BUILDERS.get(ext) == "json" else None
+    return FILE_BUILDERS.get(ext)
+
+
 def _looks_local(source: str) -> bool:
-    ext = os.path.splitext(source)[1]
-    return source.startswith(("/", ".", "~")) or ext in FILE_BUILDERS or source.count("/") > 1
+    known = file_type(source) is not None or source.endswith((".zst", ".gz", ".bz2", ".xz"))
+    return source.startswith(("/", ".", "~")) or known or source.count("/") > 1
+
+
+def _split_files(path: str, split: str, source: str, unsplit: bool) -> list[str]:
+    """The files of ``split`` in a local file or directory (see the module docstring)."""
+    if os.path.isfile(path):
+        files, named = [path], {}
+    else:
+        files = [os.path.join(path, f) for f in sorted(os.listdir(path)) if file_type(f)]
+        named = {s: [f for f in files if _names_split(f, s)] for s in {*SPLIT_NAMES, split}}
+        named = {s: f for s, f in sorted(named.items()) if f}
+    if named and split in named:
+        return named[split]
+    if named or not unsplit:
+        has = f"has splits {sorted(named)}" if named else "holds one split (the training split)"
+        raise DataError(
+            f"--data.dataset {source!r} {has}, no split {split!r}; name validation data with "
+            "--data.val_dataset PATH, or hold training rows out with --data.val_fraction"
+        )
+    return files
+
+
+def _names_split(file: str, split: str) -> bool:
+    pattern = SPLIT_NAMES.get(split, re.escape(split.lower()))
+    return re.match(rf"({pattern})([-_.]|\d|$)", os.path.basename(file).lower()) is not None
 
 
 def _is_saved_dataset(path: str) -> bool:
@@ -130,19 +184,15 @@ def _pick_split(data, split: str, source: str) -> datasets.Dataset:
     return data[split]
 
 
-def _load_files(path: str, split: str, source: str, cache_dir: str | None) -> datasets.Dataset:
-    if os.path.isfile(path):
-        files = [path]
-    else:
-        names = sorted(os.listdir(path))
-        files = [os.path.join(path, f) for f in names if os.path.splitext(f)[1] in FILE_BUILDERS]
+def _load_files(
+    files: list[str], split: str, source: str, cache_dir: str | None
+) -> datasets.Dataset:
+    types = f"{sorted(FILE_BUILDERS)} (json/jsonl also {'/'.join(sorted(COMPRESSED))})"
     if not files:
-        raise DataError(f"--data.dataset {source!r}: no {sorted(FILE_BUILDERS)} files found")
-    builders = {FILE_BUILDERS.get(os.path.splitext(f)[1]) for f in files}
+        raise DataError(f"--data.dataset {source!r}: no {types} files found")
+    builders = {file_type(f) for f in files}
     if None in builders or len(builders) != 1:
-        raise DataError(
-            f"--data.dataset {source!r}: expected files of one type among {sorted(FILE_BUILDERS)}"
-        )
+        raise DataError(f"--data.dataset {source!r}: expected files of one type among {types}")
     builder = builders.pop()
     try:
         data = datasets.load_dataset(
@@ -166,7 +216,8 @@ def diagnose(file: str, builder: str) -> str | None:
 
 def diagnose_json(file: str) -> str | None:
     """The first problem of a JSON / JSON Lines file (``"f.jsonl, line 3: ..."``), or None."""
-    with open(file, "rb") as f:
+    opener = COMPRESSED.get(os.path.splitext(file)[1], open)
+    with opener(file, "rb") as f:
         lines = f.read().split(b"\n")
     for number, raw in enumerate(lines, start=1):
         try:

@@ -39,6 +39,8 @@ class PreferenceLoss(nn.Module):
         needs_token_entropy: the loss reads ``SequenceLogps.token_entropy``.
         supports_paired: accepts paired batches (chosen rows first, then rejected).
         supports_unpaired: accepts unpaired batches with boolean ``labels``.
+        optimizes_margin: the objective acts on the chosen-rejected reward margin, so margin
+            monitors (``margin_divergence``) mean something; False for SFT.
 
     Documentation (class attributes, rendered into ``docs/losses.md`` by
     :mod:`lit_align.losses.table`):
@@ -52,6 +54,7 @@ class PreferenceLoss(nn.Module):
     needs_token_entropy: ClassVar[bool] = False
     supports_paired: ClassVar[bool] = True
     supports_unpaired: ClassVar[bool] = False
+    optimizes_margin: ClassVar[bool] = True
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
 

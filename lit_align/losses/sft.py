@@ -31,6 +31,7 @@ class SFT(PreferenceLoss):
 
     requires_reference = False
     supports_unpaired = True
+    optimizes_margin = False
 
     def forward(
         self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch

@@ -43,6 +43,7 @@ class WeightedSum(PreferenceLoss):
         self.requires_reference = any(loss.requires_reference for loss in losses)
         self.needs_token_logps = any(loss.needs_token_logps for loss in losses)
         self.needs_token_entropy = any(loss.needs_token_entropy for loss in losses)
+        self.optimizes_margin = any(loss.optimizes_margin for loss in losses)
         self.supports_paired = all(loss.supports_paired for loss in losses)
         self.supports_unpaired = all(loss.supports_unpaired for loss in losses)
         kl_rows = [getattr(loss, "needs_kl_rows", False) for loss in losses]
