@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LIT_ALIGN_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+    if not args or args[0] in ("-h", "--help"):
         print(usage())
-        known = not args or args[0] in ("-h", "--help")
-        raise SystemExit(0 if known else f"\nlit-align: unknown command {args[0]!r}")
+        return
+    if args[0] not in COMMANDS:
+        raise SystemExit(f"{usage()}\n\nlit-align: unknown command {args[0]!r}")
     entry = COMMANDS[args[0]].entry
     try:
         if entry == LIGHTNING:
