@@ -85,6 +85,7 @@ def _fit(config: str, seed: int, root: str, version: str, extra: list[str]) -> s
         f"--trainer.logger.init_args.save_dir={root}",
         "--trainer.logger.init_args.name=",
         f"--trainer.logger.init_args.version={version}",
+        "--overwrite=true",  # the study owns its output directory: a rerun replaces its runs
         *extra,
     ]
     run_lightning_cli(args)
