@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from datetime import timedelta
@@ -74,7 +75,7 @@ class ConsoleProgress(ProgressBar):
             self._bar = tqdm(
                 total=total,
                 initial=trainer.global_step,
-                dynamic_ncols=True,
+                ncols=shutil.get_terminal_size().columns,  # falls back to $COLUMNS, then 80
                 file=sys.stdout,
                 unit="step",
                 leave=True,
