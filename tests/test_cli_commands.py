@@ -1,13 +1,18 @@
-"""The ``lit-align`` command table, what LightningCLI offers, logs and console of a run."""
+"""The ``lit-align`` command table, what LightningCLI offers, logs, console and monitors of a run."""
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lit_align.callbacks import InstabilityMonitor
 from lit_align.callbacks.progress import ConsoleProgress
 from lit_align.cli import COMMANDS, AlignCLI, main, run_lightning_cli
+from lit_align.losses import DPO, SFT
+from lit_align.types import StepRecord
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart_sft.yaml"
 
@@ -69,3 +74,30 @@ def test_run_logs_lr_clip_fraction_throughput_hparams_and_prints_lines(tmp_path,
 def test_console_progress_checks_its_argument():
     with pytest.raises(ValueError, match="every_n_steps must be >= 1, got 0"):
         ConsoleProgress(every_n_steps=0)
+
+
+def test_margin_events_only_for_losses_with_a_margin_objective(tmp_path, caplog):
+    """A rising margin is margin_divergence under DPO, nothing under SFT (its capability)."""
+    caplog.set_level("INFO")
+
+    def events(loss) -> list[str]:
+        monitor = InstabilityMonitor(window=1, margin_growth_windows=2, loss_z_threshold=None)
+        trainer = SimpleNamespace(
+            global_step=0, is_global_zero=True, loggers=[], log_dir=str(tmp_path)
+        )
+        module = SimpleNamespace(loss=loss, log_dict=lambda *a, **k: None)
+        monitor.on_fit_start(trainer, module)
+        for step, margin in enumerate([1.0, 2.0, 3.0, 4.0]):
+            half = torch.full((2,), margin / 2)
+            rec = StepRecord(
+                torch.tensor(0.5), half, -half, torch.full((2,), -9.0), torch.full((2,), -9.0)
+            )
+            trainer.global_step = step
+            monitor.on_train_batch_end(
+                trainer, module, {"loss": rec.loss, "record": rec}, None, step
+            )
+        return list(monitor.state.counts)
+
+    assert events(DPO()) == ["margin_divergence"]
+    assert "instability at step 2: margin_divergence 2 > 2 (log); rising;" in caplog.text
+    assert events(SFT()) == []
