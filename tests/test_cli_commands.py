@@ -1,4 +1,4 @@
-"""The ``lit-align`` command table, what LightningCLI offers, logs, console and monitors of a run."""
+"""The `lit-align` command table, what LightningCLI offers, logs, console and monitors of a run."""
 
 import re
 from pathlib import Path
