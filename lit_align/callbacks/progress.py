@@ -51,6 +51,7 @@ class ConsoleProgress(ProgressBar):
         self._bar: tqdm | None = None
         self._start = 0.0
         self._printed_step = -1
+        self._epoch_label = ""
 
     def disable(self) -> None:
         self._enabled = False
@@ -87,8 +88,9 @@ class ConsoleProgress(ProgressBar):
         if not self._enabled:
             return
         step, every = trainer.global_step, self.every_n_steps or trainer.log_every_n_steps
+        self._epoch_label = self._epoch(trainer)  # at train end the loop has counted the epoch
         if self._bar is not None:
-            self._bar.set_description(self._epoch(trainer), refresh=False)
+            self._bar.set_description(self._epoch_label, refresh=False)
             self._bar.set_postfix_str(_format(trainer.callback_metrics, SHOWN), refresh=False)
             self._bar.update(step - self._bar.n)
         elif step != self._printed_step and (step % max(every, 1) == 0 or step == 1):
@@ -124,7 +126,7 @@ class ConsoleProgress(ProgressBar):
             eta = f" eta {_clock(elapsed / step * (total - step))}"
         metrics = _format(trainer.callback_metrics, SHOWN)
         of = f"/{total}" if total else ""
-        return f"step {step}{of} ({self._epoch(trainer)}) {metrics} elapsed {_clock(elapsed)}{eta}"
+        return f"step {step}{of} ({self._epoch_label}) {metrics} elapsed {_clock(elapsed)}{eta}"
 
 
 def _format(metrics: dict, shown: tuple) -> str:
