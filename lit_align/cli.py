@@ -106,7 +106,7 @@ class AlignCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.trainer.global_step == 0:
                 self.run_dir.discard_if_unused()  # e.g. a data error: no empty event file
             raise
 
@@ -131,7 +131,7 @@ def run_hparams(config) -> dict:
     lr = (model.get("optimizer") or {}).get("init_args", {}).get("lr")
     return {
         "lr": lr,
-        "loss": model["loss"]["class_path"].rsplit(".", 1)[-1],
+        "loss": str(model["loss"].get("class_path", "")).rsplit(".", 1)[-1],
         "model": model,
         "data": config.data.as_dict(),
         "trainer": {key: trainer.get(key) for key in kept},

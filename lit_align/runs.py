@@ -11,8 +11,9 @@ written:
   ``--overwrite true`` is passed: its contents are then deleted first (**overwritten**), so
   ``last.ckpt`` is always the newest checkpoint of the run it sits in.
 
-A run that fails before writing a checkpoint (a data error, say) removes the directory it
-created (:meth:`RunDirectory.discard_if_unused`): no empty event file is left behind.
+A run that fails before its first training step and checkpoint (a data error, say) removes
+the directory it created (:meth:`RunDirectory.discard_if_unused`): no empty event file is left
+behind.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def test_unset_version_gets_the_next_free_directory_and_resume_stays(tmp_path, m
     assert sorted(p.name for p in root.iterdir()) == ["version_0", "version_1"]
     _fit(unset, "--trainer.max_steps=4", "--ckpt_path=last")  # resumes version_1 in place
     assert sorted(p.name for p in root.iterdir()) == ["version_0", "version_1"]
-    assert (root / "version_1" / "checkpoints" / "epoch=0-step=4.ckpt").is_file()
+    ckpts = sorted(p.name for p in (root / "version_1" / "checkpoints").iterdir())
+    assert ckpts == ["epoch=0-step=4.ckpt", "last.ckpt"]  # no last-v1.ckpt beside it
 
 
 def test_a_run_failing_while_loading_data_leaves_no_directory(tmp_path, monkeypatch, capsys):
