@@ -57,10 +57,10 @@ def test_exponential_divergences_stay_finite(divergence):
 def test_spo_with_divergence_targets_the_score_margin():
     """With an f-divergence the RLHF optimum is β(s_w − s_l) = Δr, so SPO's z uses the scores.
     JS with ρ_l = 0: s_w − s_l = logσ(ρ_w) + log 2, which is 0.1 = Δr/β (β = 10, Δr = 1) when
-    σ(ρ_w) = e^{0.1}/2, i.e. ρ_w = 0.1 − log(2 − e^{0.1}); there z = 1 and ℓ = −e^{−1}."""
+    σ(ρ_w) = e^{0.1}/2, i.e. ρ_w = 0.1 − log(2 − e^{0.1}); there z = 1 and ℓ = −e^{−1}/2."""
     rho_w = 0.1 - math.log(2 - math.exp(0.1))
     out = SPO(beta=10.0, divergence="js")(*pair(rho_w, 0.0))
-    assert out.loss.item() == pytest.approx(-math.exp(-1), abs=1e-9)
+    assert out.loss.item() == pytest.approx(-math.exp(-1) / 2, abs=1e-9)
 
 
 def ld_inputs():

@@ -53,7 +53,7 @@ def test_every_loss_has_a_row_with_its_own_formula_and_paper(cls):
         (
             "SPO",
             "`beta=0.1`, `alpha=0.0`, `target_reward_gap=1.0`, `use_scores=True`, "
-            "`z_min=-10.0`, + [modifiers](#modifiers)",
+            "+ [modifiers](#modifiers)",
             "yes",
             "paired",
             "—",
