@@ -14,7 +14,7 @@ Row layout convention (``N`` rows of length ``T``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -84,12 +84,16 @@ class SequenceLogps:
         token_entropy: ``(N, T)`` entropy of the policy's next-token distribution at the position
             that predicts token ``t``, without gradient, 0 outside the response; None unless
             asked for.
+        token_log_expected_prob: ``(N, T)`` ``log Σ_v p(v)²`` of the same distribution (the log
+            of the policy's expected token probability, WPO's per-token normaliser), without
+            gradient, 0 outside the response; computed with ``token_entropy``.
     """
 
     sum: Tensor
     count: Tensor
     token_logps: Tensor | None = None
     token_entropy: Tensor | None = None
+    token_log_expected_prob: Tensor | None = None
 
     @property
     def mean(self) -> Tensor:
@@ -108,21 +112,18 @@ class SequenceLogps:
         def pick(x):
             return None if x is None else x[rows]
 
-        return SequenceLogps(
-            self.sum[rows], self.count[rows], pick(self.token_logps), pick(self.token_entropy)
-        )
+        return self._map(lambda x: x[rows])
 
     def detach(self) -> SequenceLogps:
-        def d(x):
-            return None if x is None else x.detach()
-
-        return SequenceLogps(d(self.sum), d(self.count), d(self.token_logps), d(self.token_entropy))
+        return self._map(Tensor.detach)
 
     def to(self, device: torch.device | str) -> SequenceLogps:
-        def m(x):
-            return None if x is None else x.to(device, non_blocking=True)
+        return self._map(lambda x: x.to(device, non_blocking=True))
 
-        return SequenceLogps(m(self.sum), m(self.count), m(self.token_logps), m(self.token_entropy))
+    def _map(self, fn) -> SequenceLogps:
+        """The same record with ``fn`` applied to every tensor field that is set."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SequenceLogps(**{k: None if v is None else fn(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)

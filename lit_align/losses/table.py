@@ -230,8 +230,15 @@ def _modifier_notes() -> str:
         options = f" One of {', '.join(f'`{c}`' for c in choices)}." if choices else ""
         lines.append(f"- {_format(param)}: {docs.get(param.name, '')}{options}")
     for name, value in MODIFIER_SWITCHES.items():
-        if MarginLoss(**{name: value}).needs_token_logps:
+        loss = MarginLoss(**{name: value})
+        if loss.needs_token_logps:
             lines += ["", f"Setting `{name}` makes the loss read per-token log-probs."]
+        if loss.needs_token_entropy:
+            lines += [
+                "",
+                f"Setting `{name}` makes the loss read the policy's per-token entropy "
+                "and `log Σ_v π(v)²` (`needs_token_entropy`).",
+            ]
     return "\n".join(lines) + "\n"
 
 

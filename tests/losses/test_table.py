@@ -112,9 +112,10 @@ def test_modifiers_are_listed_once_below_the_table():
     notes = table.split("### Modifiers", 1)[1]
     for flag in ("`divergence='reverse_kl'`", "`divergence_alpha=0.5`", "`ld_alpha=None`"):
         assert table.count(flag) == 1 and flag in notes
-    assert "`wpo=False`: weight each pair by WPO's `exp(c̄ + r̄)`." in notes
+    assert "`wpo=False`: weight each pair by WPO's aligned likelihood weight" in notes
     assert "One of `reverse_kl`, `forward_kl`, `js`, `alpha`." in notes
     assert "Setting `ld_alpha` makes the loss read per-token log-probs." in notes
+    assert "Setting `wpo` makes the loss read the policy's per-token entropy" in notes
 
 
 def test_check_fails_on_a_missing_or_stale_page(tmp_path, capsys):
