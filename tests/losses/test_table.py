@@ -73,7 +73,13 @@ def test_every_loss_has_a_row_with_its_own_formula_and_paper(cls):
             "—",
         ),
         ("Hinge", "`beta=0.1`, + [modifiers](#modifiers)", "yes", "paired", "—"),
-        ("BNF", "`length_normalization='min_in_batch'`, `form='exact'`", "yes", "both", "log-probs, entropy"),
+        (
+            "BNF",
+            "`length_normalization='min_in_batch'`, `form='exact'`",
+            "yes",
+            "both",
+            "log-probs, entropy",
+        ),
         ("SFT", "—", "no", "both", "—"),
         ("SimPO", "`beta=2.0`, `gamma=1.0`", "no", "paired", "—"),
         (
