@@ -47,6 +47,19 @@ class PreferenceBatch:
     def paired(self) -> bool:
         return self.labels is None
 
+    def chosen_only(self) -> PreferenceBatch:
+        """The chosen rows of a paired batch as an unpaired batch of ``B`` desirable rows (for
+        losses that never read the rejected ones, ``needs_rejected = False``)."""
+        rows = slice(0, self.num_rows // 2)
+        ref = None if self.reference_logps is None else self.reference_logps.chosen()
+        return PreferenceBatch(
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            response_mask=self.response_mask[rows],
+            labels=self.input_ids.new_ones(self.num_rows // 2, dtype=torch.bool),
+            reference_logps=ref,
+        )
+
     @property
     def num_rows(self) -> int:
         return self.input_ids.shape[0]
@@ -153,14 +166,18 @@ class StepRecord:
 
     Attributes:
         loss: scalar loss of the micro-batch.
-        chosen_rewards: ``(B,)`` implicit rewards of chosen responses.
-        rejected_rewards: ``(B,)`` implicit rewards of rejected responses.
+        chosen_rewards: ``(B,)`` standard implicit rewards ``β·ρ`` (summed log-ratios) of the
+            chosen (desirable) responses.
+        rejected_rewards: ``(B,)`` the same for the rejected (undesirable) responses.
         chosen_logps: ``(B,)`` policy log-prob sums of the chosen responses.
         rejected_logps: ``(B,)`` policy log-prob sums of the rejected responses.
         target_margin: ``(B,)`` the loss's finite reward-margin target, or None.
         log_ratio_margins: ``(B,)`` policy/reference log-ratio margins ``Δ = ρ_w − ρ_l`` in nats
             (independent of any β, so comparable across losses); None without a reference.
-        metrics: the loss's extra metrics.
+        metrics: the loss's extra metrics (and its own-scale rewards, see
+            :mod:`lit_align.records`).
+        paired: the rewards come from pairs (row ``i`` of each side share a prompt); False for
+            unpaired data, whose desirable and undesirable rows are unrelated.
     """
 
     loss: Tensor
@@ -171,6 +188,7 @@ class StepRecord:
     target_margin: Tensor | None = None
     log_ratio_margins: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    paired: bool = True
 
     @property
     def margins(self) -> Tensor:

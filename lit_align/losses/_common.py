@@ -202,6 +202,13 @@ class MarginLoss(PreferenceLoss):
         self.needs_token_logps = ld_alpha is not None
         self.needs_token_entropy = wpo
 
+    @property
+    def reward_namespace(self) -> str | None:
+        """The lower-case class name when the log-ratios are not plain summed ones (per-token
+        means, an f-divergence score or LD-DPO's weighting), else None."""
+        plain = not self.length_normalized and self.divergence == "reverse_kl"
+        return None if plain and self.ld_alpha is None else type(self).__name__.lower()
+
     def reject_modifiers(self, names: tuple[str, ...], reason: str) -> None:
         """Raise :class:`LossConfigError` if one of the named modifiers is switched on."""
         active = {
