@@ -33,7 +33,7 @@ from typing import Literal, get_args
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
@@ -118,6 +118,29 @@ def global_sum(x: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)
     return x
+
+
+class RunningMean(nn.Module):
+    """Running mean of every value folded in during training, kept in buffers (checkpointed).
+
+    ``update`` folds a micro-batch's values into the mean, summed over ranks when
+    ``torch.distributed`` is initialised, so all ranks hold the same mean (BCO's reward baseline
+    δ, SPO's score scale). The mean is 0 until a value has been seen. The count is an integer
+    buffer (a low-precision cast of the module leaves it exact); the mean is combined in float64.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def update(self, values: Tensor) -> None:
+        """Fold the (detached) values of any shape into the running mean."""
+        stats = torch.stack([values.detach().sum(), values.new_tensor(values.numel())])
+        total, n = global_sum(stats.double()).unbind()
+        count = self.count + n
+        self.mean.copy_((self.mean.double() * self.count + total) / count.clamp(min=1))
+        self.count.copy_(count)
 
 
 @dataclass(frozen=True)

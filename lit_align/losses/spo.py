@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, global_sum, linear_below
+from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, RunningMean, linear_below
 from lit_align.losses.base import require
 from lit_align.types import PreferenceBatch
 
@@ -22,29 +22,6 @@ def _spo_core(z: Tensor) -> tuple[Tensor, Tensor]:
 def spo_shape(z: Tensor) -> Tensor:
     """``g(z)``: ``f(z) = −z·e^{−z}`` for ``z ≥ 0``, its tangent ``−z`` at 0 below (see SPO)."""
     return linear_below(_spo_core, z, 0.0)
-
-
-class ScoreScale(nn.Module):
-    """Running mean of the positive score gaps seen in training, kept in buffers (checkpointed).
-
-    ``update`` folds a micro-batch's positive gaps in (summed over ranks under
-    ``torch.distributed``, so every rank holds the same mean); the mean is 0 until a positive gap
-    has been seen.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    def update(self, positive_gaps: Tensor) -> None:
-        """Fold the ``(K,)`` positive gaps (detached) into the running mean."""
-        stats = torch.stack([positive_gaps.sum(), positive_gaps.new_tensor(positive_gaps.numel())])
-        total, n = global_sum(stats.double()).unbind()
-        count = self.count + n
-        if count > 0:
-            self.mean.copy_((self.mean.double() * self.count + total) / count)
-        self.count.copy_(count)
 
 
 class SPO(MarginLoss):
@@ -122,7 +99,7 @@ class SPO(MarginLoss):
         self.alpha = alpha
         self.target_reward_gap = target_reward_gap
         self.use_scores = use_scores
-        self.score_scale = ScoreScale()
+        self.score_scale = RunningMean()
 
     def reward_gap(self, batch: PreferenceBatch, like: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The ``(B,)`` positive reward gaps ``Δr`` and the fractions of fallback pairs."""
