@@ -38,7 +38,7 @@ class SPO(MarginLoss):
 
     * ``z = β·Δ/Δr`` with ``Δ = ρ_w − ρ_l`` (summed log-ratios), and
       ``ℓ = (Δr/2)·g(z) + α·softplus(β·ρ_l)`` with ``g(z) = f(z)`` for ``z ≥ 0`` and
-      ``g(z) = −z`` (the tangent of ``f`` at 0) for ``z < 0``. The minimum is exactly at
+      ``g(z) = −z`` (the tangent of ``f`` at 0) for ``z < 0``. With α = 0 the minimum is exactly at
       ``Δ = Δr/β``; ``∂ℓ/∂Δ < 0`` below it, ``> 0`` above it, and it vanishes like ``z·e^{−z}``
       for confident pairs.
     * **Gradient bound.** ``∂ℓ/∂Δ = (β/2)·g'(z)`` — the factor ``Δr`` in front of ``g`` cancels
