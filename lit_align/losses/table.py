@@ -138,7 +138,8 @@ python -m lit_align.losses.stability --data tests/data/ultrafeedback --beta 1.0
 | SPO | 13.1 | 17.6 / 49.5 | 9.9 | 0.53 |
 {beta_one}
 The previous SPO (exponential core continued linearly below `z = −10`, unnormalised score gaps)
-reached gradient norms of 1.5e5 on the same kind of data. `tests/losses/test_spo_real.py`
+on the same run at β = 0.1: max gradient norm 3.21e3, final margin 16.1 nats, held-out accuracy
+0.39. `tests/losses/test_spo_real.py`
 checks a smaller run of the same harness (SPO's max gradient norm within 1.5× DPO's, its margin
 near its target while DPO's keeps growing).
 """
