@@ -47,10 +47,12 @@ def _chunk_logits(
     return F.linear(hidden, weight, bias).to(dtype)
 
 
-def _entropy(logits: Tensor, lse: Tensor) -> Tensor:
-    """``(c,)`` entropy ``lse − Σ p·logits`` of the softmax of ``logits (c, V)``."""
+def _entropy(logits: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
+    """``(c,)`` entropy ``lse − Σ p·logits`` of the softmax ``p`` of ``logits (c, V)``, and
+    ``(c,)`` ``log Σ p²`` (the log of the expected token probability, WPO's normaliser)."""
     probs = torch.sub(logits, lse[:, None]).exp_()  # (c, V)
-    return lse - probs.mul_(logits).sum(-1)
+    log_expected = probs.square().sum(-1).log()
+    return lse - probs.mul_(logits).sum(-1), log_expected
 
 
 def _grad_logits(logits: Tensor, lse: Tensor, targets: Tensor, grad_out: Tensor) -> Tensor:
@@ -80,24 +82,25 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         logps = hidden.new_empty(hidden.shape[0], dtype=dtype)  # (M,)
         lse = torch.empty_like(logps)  # (M,)
         entropy = torch.empty_like(logps) if with_entropy else logps.new_empty(0)
+        log_expected = torch.empty_like(entropy)
         for rows in _chunks(hidden.shape[0], chunk_size):
             logits = _chunk_logits(hidden[rows], weight, bias, dtype)  # (c, V)
             lse[rows] = logits.logsumexp(-1)
             logps[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
             if with_entropy:
-                entropy[rows] = _entropy(logits, lse[rows])
+                entropy[rows], log_expected[rows] = _entropy(logits, lse[rows])
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
         ctx.chunk_size = chunk_size
         # Backward recomputes the logits under the same autocast state as this forward.
         ctx.device_type = hidden.device.type
         ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
         ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device_type)
-        ctx.mark_non_differentiable(entropy)
-        return logps, entropy
+        ctx.mark_non_differentiable(entropy, log_expected)
+        return logps, entropy, log_expected
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad_logps: Tensor, _grad_entropy: Tensor) -> tuple:
+    def backward(ctx: FunctionCtx, grad_logps: Tensor, *_grad_stats: Tensor) -> tuple:
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None  # (M, H)
@@ -150,12 +153,25 @@ def chunked_token_logps(
     Raises:
         ValueError: ``chunk_size`` is below 1.
     """
+    logps, stats = _chunked_logps_and_stats(hidden, weight, targets, bias, chunk_size, with_entropy)
+    return logps, None if stats is None else stats[0]
+
+
+def _chunked_logps_and_stats(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    bias: Tensor | None,
+    chunk_size: int,
+    with_stats: bool,
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """:func:`chunked_token_logps` with ``(entropy, log Σ p²)`` (each ``(M,)``) when asked."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    logps, entropy = _ChunkedTokenLogps.apply(
-        hidden, weight, bias, targets, chunk_size, with_entropy
+    logps, entropy, log_expected = _ChunkedTokenLogps.apply(
+        hidden, weight, bias, targets, chunk_size, with_stats
     )
-    return logps, entropy if with_entropy else None
+    return logps, (entropy, log_expected) if with_stats else None
 
 
 def _scatter_tokens(values: Tensor, rows: Tensor, pos: Tensor, shape: torch.Size) -> Tensor:
@@ -188,7 +204,8 @@ def response_logps(
         response_mask: ``(N, T)`` bool, True where the token is a response token.
         chunk_size: rows per lm_head chunk, see :func:`chunked_token_logps`.
         with_token_logps: also return ``token_logps (N, T)``.
-        with_entropy: also return ``token_entropy (N, T)`` (no gradient).
+        with_entropy: also return ``token_entropy (N, T)`` and ``token_log_expected_prob
+            (N, T)`` (no gradient).
 
     Returns:
         :class:`~lit_align.types.SequenceLogps` with per-token values aligned with
@@ -246,20 +263,20 @@ def selected_logps(
         with_token_logps: as for :func:`response_logps`.
         with_entropy: as for :func:`response_logps`.
     """
-    logps, entropy = chunked_token_logps(
-        hidden,
-        lm_head.weight,
-        targets,
-        getattr(lm_head, "bias", None),
-        chunk_size=chunk_size,
-        with_entropy=with_entropy,
+    bias = getattr(lm_head, "bias", None)
+    logps, stats = _chunked_logps_and_stats(
+        hidden, lm_head.weight, targets, bias, chunk_size, with_entropy
     )
     shape = response_mask.shape
+    entropy, log_expected = (None, None) if stats is None else stats
     return SequenceLogps(
         sum=logps.new_zeros(shape[0]).index_add(0, rows, logps),  # (N,)
         count=response_mask[:, 1:].sum(1, dtype=torch.float32),  # (N,)
         token_logps=_scatter_tokens(logps, rows, cols, shape) if with_token_logps else None,
         token_entropy=_scatter_tokens(entropy, rows, cols, shape) if with_entropy else None,
+        token_log_expected_prob=(
+            _scatter_tokens(log_expected, rows, cols, shape) if with_entropy else None
+        ),
     )
 
 
@@ -282,9 +299,11 @@ def naive_response_logps(
     logp = lm_head(hidden).to(_accum_dtype(hidden)).log_softmax(-1)[:, :-1]  # (N, T-1, V)
     mask = F.pad(response_mask[:, 1:].bool(), (1, 0))  # (N, T); token 0 has no predictor
     token = F.pad(logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1), (1, 0)) * mask  # (N, T)
-    entropy = None
+    entropy = log_expected = None
     if with_entropy:
         with torch.no_grad():
             entropy = F.pad(-(logp.exp() * logp).sum(-1), (1, 0)) * mask  # (N, T)
+            log_expected = F.pad((2 * logp).logsumexp(-1), (1, 0)) * mask  # (N, T) log Σ p²
     token_logps = token if with_token_logps else None
-    return SequenceLogps(token.sum(1), mask.sum(1, dtype=torch.float32), token_logps, entropy)
+    count = mask.sum(1, dtype=torch.float32)
+    return SequenceLogps(token.sum(1), count, token_logps, entropy, log_expected)

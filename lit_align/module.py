@@ -178,10 +178,12 @@ class AlignmentModule(LightningModule):
     def forward(self, batch: PreferenceBatch) -> tuple[LossOutput, StepRecord]:
         """Policy log-probs → reference log-probs → loss, and the detached step record."""
         caps = self.loss
+        if batch.paired and not caps.needs_rejected:
+            batch = batch.chosen_only()  # (B, T): the rejected rows are never scored
         policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
         reference = self._reference_logps(batch) if caps.requires_reference else None
         out = self.loss(policy, reference, batch)
-        return out, make_record(out, policy, reference, batch)
+        return out, make_record(out, policy, reference, batch, self.loss)
 
     def _reference_logps(self, batch: PreferenceBatch) -> SequenceLogps:
         if batch.reference_logps is not None:

@@ -14,7 +14,7 @@ Row layout convention (``N`` rows of length ``T``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -46,6 +46,19 @@ class PreferenceBatch:
     @property
     def paired(self) -> bool:
         return self.labels is None
+
+    def chosen_only(self) -> PreferenceBatch:
+        """The chosen rows of a paired batch as an unpaired batch of ``B`` desirable rows (for
+        losses that never read the rejected ones, ``needs_rejected = False``)."""
+        rows = slice(0, self.num_rows // 2)
+        ref = None if self.reference_logps is None else self.reference_logps.chosen()
+        return PreferenceBatch(
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            response_mask=self.response_mask[rows],
+            labels=self.input_ids.new_ones(self.num_rows // 2, dtype=torch.bool),
+            reference_logps=ref,
+        )
 
     @property
     def num_rows(self) -> int:
@@ -84,12 +97,16 @@ class SequenceLogps:
         token_entropy: ``(N, T)`` entropy of the policy's next-token distribution at the position
             that predicts token ``t``, without gradient, 0 outside the response; None unless
             asked for.
+        token_log_expected_prob: ``(N, T)`` ``log Σ_v p(v)²`` of the same distribution (the log
+            of the policy's expected token probability, WPO's per-token normaliser), without
+            gradient, 0 outside the response; computed with ``token_entropy``.
     """
 
     sum: Tensor
     count: Tensor
     token_logps: Tensor | None = None
     token_entropy: Tensor | None = None
+    token_log_expected_prob: Tensor | None = None
 
     @property
     def mean(self) -> Tensor:
@@ -108,21 +125,18 @@ class SequenceLogps:
         def pick(x):
             return None if x is None else x[rows]
 
-        return SequenceLogps(
-            self.sum[rows], self.count[rows], pick(self.token_logps), pick(self.token_entropy)
-        )
+        return self._map(lambda x: x[rows])
 
     def detach(self) -> SequenceLogps:
-        def d(x):
-            return None if x is None else x.detach()
-
-        return SequenceLogps(d(self.sum), d(self.count), d(self.token_logps), d(self.token_entropy))
+        return self._map(Tensor.detach)
 
     def to(self, device: torch.device | str) -> SequenceLogps:
-        def m(x):
-            return None if x is None else x.to(device, non_blocking=True)
+        return self._map(lambda x: x.to(device, non_blocking=True))
 
-        return SequenceLogps(m(self.sum), m(self.count), m(self.token_logps), m(self.token_entropy))
+    def _map(self, fn) -> SequenceLogps:
+        """The same record with ``fn`` applied to every tensor field that is set."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SequenceLogps(**{k: None if v is None else fn(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -152,14 +166,18 @@ class StepRecord:
 
     Attributes:
         loss: scalar loss of the micro-batch.
-        chosen_rewards: ``(B,)`` implicit rewards of chosen responses.
-        rejected_rewards: ``(B,)`` implicit rewards of rejected responses.
+        chosen_rewards: ``(B,)`` standard implicit rewards ``β·ρ`` (summed log-ratios) of the
+            chosen (desirable) responses.
+        rejected_rewards: ``(B,)`` the same for the rejected (undesirable) responses.
         chosen_logps: ``(B,)`` policy log-prob sums of the chosen responses.
         rejected_logps: ``(B,)`` policy log-prob sums of the rejected responses.
         target_margin: ``(B,)`` the loss's finite reward-margin target, or None.
         log_ratio_margins: ``(B,)`` policy/reference log-ratio margins ``Δ = ρ_w − ρ_l`` in nats
             (independent of any β, so comparable across losses); None without a reference.
-        metrics: the loss's extra metrics.
+        metrics: the loss's extra metrics (and its own-scale rewards, see
+            :mod:`lit_align.records`).
+        paired: the rewards come from pairs (row ``i`` of each side share a prompt); False for
+            unpaired data, whose desirable and undesirable rows are unrelated.
     """
 
     loss: Tensor
@@ -170,6 +188,7 @@ class StepRecord:
     target_margin: Tensor | None = None
     log_ratio_margins: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    paired: bool = True
 
     @property
     def margins(self) -> Tensor:

@@ -61,8 +61,9 @@ def test_step_record_is_detached_and_shaped(tiny_policy):
     for t in (record.loss, record.chosen_rewards, record.chosen_logps, record.rejected_logps):
         assert not t.requires_grad
     assert record.chosen_logps.shape == (3,) and record.margins.shape == (3,)
-    # SPO reads the task's scores: target margin = score gap (chosen always scores 10).
-    expected = batch.score_chosen - batch.score_rejected
+    # SPO reads the task's scores: target margin = score gap over the mean positive gap seen.
+    gap = batch.score_chosen - batch.score_rejected
+    expected = gap / gap[gap > 0].mean()
     assert torch.allclose(record.target_margin, expected)
 
 

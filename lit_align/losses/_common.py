@@ -12,10 +12,14 @@ the log-ratios once and applies three optional modifiers in one place, so every 
 * ``ld_alpha`` — LD-DPO (Liu et al. 2024, arXiv 2409.06411): in each pair the tokens past
   the shared ("public") length ``min(|y_w|, |y_l|)`` count with weight ``α`` in ``log π`` (policy
   and reference alike). Needs per-token log-probs, so such an instance sets ``needs_token_logps``.
-* ``wpo`` — WPO (Zhou et al. 2024, arXiv 2406.11827): each pair's loss is weighted by
-  ``sg(exp(c̄ + r̄))``, the product of the two responses' length-normalised policy likelihoods.
-  Deviation: the paper's "weight alignment" (TRL's ``use_weighting``) further normalises each
-  token's log-prob by ``log Σ_v π(v)²``, which :class:`SequenceLogps` does not carry.
+* ``wpo`` — WPO (Zhou et al. 2024, arXiv 2406.11827, weight alignment): each pair's loss is
+  weighted by ``sg(w(y_w)·w(y_l))`` with
+  ``w(y) = exp((1/|y|)·Σ_t log[π(y_t) / Σ_v π_t(v)²])``: each token's probability is divided by
+  the policy's own expected token probability ``Σ_v π_t(v)²`` at that position, so a response
+  the policy would itself sample weighs about 1 whatever the vocabulary size (the raw
+  ``exp(c̄ + r̄)`` is ~1e-6 on a real vocabulary). As TRL's ``use_weighting`` the pair weight is
+  clipped at 1 (the paper does not clip), so weighting never enlarges a pair's gradient. Reads
+  the policy's per-token ``log Σ_v π(v)²`` (``needs_token_entropy``, which computes it).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Literal, get_args
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
@@ -93,8 +97,12 @@ def length_desensitize(
 
 
 def wpo_weights(policy: SequenceLogps) -> Tensor:
-    """``(B,)`` WPO pair weights ``exp(c̄ + r̄)``, detached, in ``(0, 1]``."""
-    chosen, rejected = policy.mean.detach().chunk(2)
+    """``(B,)`` WPO pair weights ``w(y_w)·w(y_l)`` (module docstring), detached, in ``(0, 1]``."""
+    if policy.token_log_expected_prob is None:
+        raise ValueError("wpo needs the policy's per-token log Σ p² (needs_token_entropy)")
+    normaliser = policy.token_log_expected_prob.detach().sum(-1)  # (2B,)
+    aligned = (policy.sum.detach() - normaliser) / policy.count.clamp(min=1)  # (2B,)
+    chosen, rejected = aligned.chunk(2)
     return torch.exp(chosen + rejected).clamp(max=1.0)
 
 
@@ -110,6 +118,29 @@ def global_sum(x: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)
     return x
+
+
+class RunningMean(nn.Module):
+    """Running mean of every value folded in during training, kept in buffers (checkpointed).
+
+    ``update`` folds a micro-batch's values into the mean, summed over ranks when
+    ``torch.distributed`` is initialised, so all ranks hold the same mean (BCO's reward baseline
+    δ, SPO's score scale). The mean is 0 until a value has been seen. The count is an integer
+    buffer (a low-precision cast of the module leaves it exact); the mean is combined in float64.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def update(self, values: Tensor) -> None:
+        """Fold the (detached) values of any shape into the running mean."""
+        stats = torch.stack([values.detach().sum(), values.new_tensor(values.numel())])
+        total, n = global_sum(stats.double()).unbind()
+        count = self.count + n
+        self.mean.copy_((self.mean.double() * self.count + total) / count.clamp(min=1))
+        self.count.copy_(count)
 
 
 @dataclass(frozen=True)
@@ -156,7 +187,8 @@ class MarginLoss(PreferenceLoss):
         divergence_alpha: α of the ``"alpha"`` divergence, in ``(0, 1]``.
         ld_alpha: LD-DPO weight of the tokens past the pair's shared length, in ``[0, 1]``;
             None (the default) turns LD-DPO off (same as 1.0, without per-token log-probs).
-        wpo: weight each pair by WPO's ``exp(c̄ + r̄)``.
+        wpo: weight each pair by WPO's aligned likelihood weight ``w(y_w)·w(y_l)`` (each token's
+            probability over the policy's ``Σ_v π(v)²``, averaged in log space), clipped at 1.
     """
 
     length_normalized: bool = False
@@ -188,8 +220,17 @@ class MarginLoss(PreferenceLoss):
         self.divergence_alpha = divergence_alpha
         self.ld_alpha = ld_alpha
         self.wpo = wpo
-        # LD-DPO re-weights single tokens: an instance-level capability the module reads.
+        # Instance-level capabilities the module reads: LD-DPO re-weights single tokens, WPO
+        # normalises each token by the policy's log Σ p² (computed with the entropy).
         self.needs_token_logps = ld_alpha is not None
+        self.needs_token_entropy = wpo
+
+    @property
+    def reward_namespace(self) -> str | None:
+        """The lower-case class name when the log-ratios are not plain summed ones (per-token
+        means, an f-divergence score or LD-DPO's weighting), else None."""
+        plain = not self.length_normalized and self.divergence == "reverse_kl"
+        return None if plain and self.ld_alpha is None else type(self).__name__.lower()
 
     def reject_modifiers(self, names: tuple[str, ...], reason: str) -> None:
         """Raise :class:`LossConfigError` if one of the named modifiers is switched on."""

@@ -41,6 +41,16 @@ class PreferenceLoss(nn.Module):
         supports_unpaired: accepts unpaired batches with boolean ``labels``.
         optimizes_margin: the objective acts on the chosen-rejected reward margin, so margin
             monitors (``margin_divergence``) mean something; False for SFT.
+        needs_rejected: reads the rejected rows of paired batches; when False the module scores
+            only the chosen rows and hands the loss an unpaired batch of them, all desirable
+            (SFT: half the compute).
+
+    Metrics (read by :func:`lit_align.records.make_record`):
+        reward_beta: β of the standard rewards ``β·ρ`` logged as ``rewards/*`` (summed
+            log-ratios, or summed log-probs without a reference, as TRL logs them).
+        reward_namespace: where the loss's own rewards (``LossOutput.chosen_rewards`` and
+            ``rejected_rewards``) are logged when their scale differs from the standard one
+            (``<namespace>/rewards/*``); None when they are the standard rewards.
 
     Documentation (class attributes, rendered into ``docs/losses.md`` by
     :mod:`lit_align.losses.table`):
@@ -55,6 +65,8 @@ class PreferenceLoss(nn.Module):
     supports_paired: ClassVar[bool] = True
     supports_unpaired: ClassVar[bool] = False
     optimizes_margin: ClassVar[bool] = True
+    needs_rejected: ClassVar[bool] = True
+    own_reward_scale: ClassVar[str | None] = None
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
 
@@ -74,6 +86,16 @@ class PreferenceLoss(nn.Module):
         """
         raise NotImplementedError
 
+    @property
+    def reward_beta(self) -> float:
+        """The loss's ``beta`` (1.0 for losses without one)."""
+        return float(getattr(self, "beta", 1.0))
+
+    @property
+    def reward_namespace(self) -> str | None:
+        """``own_reward_scale``: the namespace of the loss's own rewards, or None."""
+        return self.own_reward_scale
+
     @classmethod
     def capabilities(cls) -> dict[str, bool]:
         """The capability flags as a dict (for docs, logs and contract tests)."""
@@ -83,6 +105,7 @@ class PreferenceLoss(nn.Module):
             "needs_token_entropy",
             "supports_paired",
             "supports_unpaired",
+            "needs_rejected",
         )
         return {name: bool(getattr(cls, name)) for name in names}
 

@@ -6,33 +6,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, global_sum, split_by_label
+from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, RunningMean, split_by_label
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
-
-
-class RewardBaseline(nn.Module):
-    """Running mean δ of every implicit reward seen in training, kept in buffers (checkpointed).
-
-    ``update`` folds a micro-batch's rewards into the mean, summed over ranks when
-    ``torch.distributed`` is initialised, so all ranks hold the same δ. The count is an integer
-    buffer (a low-precision cast of the module leaves it exact); the mean is combined in float64.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    def update(self, rewards: Tensor) -> None:
-        """Fold the (detached) rewards of any shape into the running mean."""
-        stats = torch.stack([rewards.detach().sum(), rewards.new_tensor(rewards.numel())])
-        total, n = global_sum(stats.double()).unbind()
-        count = self.count + n
-        self.mean.copy_((self.mean.double() * self.count + total) / count)
-        self.count.copy_(count)
 
 
 class BCOPair(MarginLoss):
@@ -55,7 +33,7 @@ class BCOPair(MarginLoss):
 
     def __init__(self, beta: float = 0.1, **modifiers: Any) -> None:
         super().__init__(beta, **modifiers)
-        self.baseline = RewardBaseline()
+        self.baseline = RunningMean()
 
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         x_w, x_l = self.beta * rho_w, self.beta * rho_l  # (B,) each
@@ -89,7 +67,7 @@ class BCO(PreferenceLoss):
         super().__init__()
         require(beta > 0, "beta", f"must be > 0, got {beta}")
         self.beta = beta
-        self.baseline = RewardBaseline()
+        self.baseline = RunningMean()
 
     def forward(
         self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch

@@ -12,6 +12,9 @@ from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
 LengthNormalization = Literal["min_in_batch", "own_length"]
+Form = Literal["exact", "author_code"]
+AUTHOR_EPS = 1e-6
+"""The constant of the first author's code in ``P/(R + ε)`` and ``(1 − q + ε)/(1 − P + ε)``."""
 
 
 def bnf_token_scores(logp: Tensor, logr: Tensor, entropy: Tensor) -> tuple[Tensor, Tensor]:
@@ -40,6 +43,26 @@ def bnf_token_scores(logp: Tensor, logr: Tensor, entropy: Tensor) -> tuple[Tenso
         ratio = p * torch.expm1(-lr) / one_minus_p
         weights = torch.where(below, ratio, torch.ones_like(lp)).clamp(0, 1)
     return value + weights * (logp - logp.detach()), weights
+
+
+def bnf_token_scores_author(logp: Tensor, logr: Tensor, entropy: Tensor) -> tuple[Tensor, Tensor]:
+    """The first author's per-token scores (``form="author_code"``), with their ``1e-6`` terms.
+
+    ``q(y) = min(P/(R + ε), 1)`` and ``q(v) = p(v)·c`` for ``v ≠ y`` with
+    ``c = (1 − q(y) + ε)/(1 − P + ε)``, in probability space, so ``Σ_v q(v) = q(y) + c(1 − P)``
+    is not exactly 1 (``c > 0`` even when ``q(y) = 1``). The gradient of ``Σ_v sg(q(v)) log p(v)``
+    is then ``q(k) − p(k)·Σ_v q(v)``, which equals that of ``sg(w)·log P`` with
+    ``w = q(y) − c·P``. Same arguments and returns as :func:`bnf_token_scores`.
+    """
+    with torch.no_grad():
+        lp = logp.detach()
+        p, r = lp.exp(), logr.exp()
+        q_y = (p / (r + AUTHOR_EPS)).clamp(max=1)
+        coef = (1 - q_y + AUTHOR_EPS) / (1 - p + AUTHOR_EPS)
+        others = (-entropy - p * lp).clamp(max=0)  # Σ_{v≠y} p(v)·log p(v)
+        value = q_y * lp + coef * others
+        weights = q_y - coef * p
+    return value + weights * (logp - lp), weights
 
 
 def identical_pairs(batch: PreferenceBatch) -> Tensor:
@@ -86,8 +109,14 @@ class BNF(PreferenceLoss):
     averaged over rows. Rewards reported: ``ρ = log π − log π_ref`` (β = 1). Metrics:
     ``bnf/weight_mean`` (mean ``w_t`` over response tokens), ``bnf/identical_pairs``.
 
+    ``form="author_code"`` reproduces the first author's code instead, ``1e-6`` terms included
+    (:func:`bnf_token_scores_author`), for parity with published runs; ``"exact"`` (default) is
+    the log-space form above, which the ``1e-6`` terms perturb when ``R`` or ``1 − P`` is small.
+
     Args:
         length_normalization: ``"min_in_batch"`` or ``"own_length"``, see above.
+        form: ``"exact"`` (the equations, in log space) or ``"author_code"`` (the first author's
+            code with its ``1e-6`` terms).
     """
 
     formula = "−[S(y_w) − S(y_l)] (unpaired: −s·S(y)), S(y) = Σ_t Σ_v sg(q_t(v))·log p_t(v) / T"
@@ -97,8 +126,13 @@ class BNF(PreferenceLoss):
     needs_token_entropy = True
     supports_unpaired = True
 
-    def __init__(self, length_normalization: LengthNormalization = "min_in_batch") -> None:
+    def __init__(
+        self, length_normalization: LengthNormalization = "min_in_batch", form: Form = "exact"
+    ) -> None:
         super().__init__()
+        forms = ("exact", "author_code")
+        require(form in forms, "form", f"must be one of {forms}, got {form!r}")
+        self.form = form
         choices = ("min_in_batch", "own_length")
         require(
             length_normalization in choices,
@@ -111,7 +145,8 @@ class BNF(PreferenceLoss):
         self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch
     ) -> LossOutput:
         mask = batch.response_mask.bool()  # (N, T)
-        token_scores, weights = bnf_token_scores(
+        scores_fn = bnf_token_scores if self.form == "exact" else bnf_token_scores_author
+        token_scores, weights = scores_fn(
             policy.token_logps, reference.token_logps, policy.token_entropy
         )  # (N, T) each
         lengths = policy.count.clamp(min=1)  # (N,)

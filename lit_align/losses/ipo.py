@@ -16,8 +16,10 @@ class IPO(MarginLoss):
 
     ``ℓ = (Δ̄ − 1/(2β))²`` (β is the paper's τ). ``normalize="mean"`` (default) uses per-token-mean
     log-ratios ``Δ̄ = ρ_w/|y_w| − ρ_l/|y_l|`` as TRL does ("confirmed with the authors");
-    ``"sum"`` uses sequence log-ratios as OpenRLHF and torchtune do. Rewards are ``β·ρ`` of the
-    chosen normalisation, so ``target_margin`` (reward units) is ``β·Δ̄* = 1/2`` for every pair.
+    ``"sum"`` uses sequence log-ratios as OpenRLHF and torchtune do. Its own rewards are ``β·ρ``
+    of the chosen normalisation (logged as ``ipo/rewards/*`` with ``"mean"``). With ``"sum"``
+    ``target_margin`` (reward units) is ``β·Δ* = 1/2`` for every pair; with ``"mean"`` the target
+    is on per-token means, not on the summed log-ratios of ``rewards/*``, so none is reported.
     With ``"mean"`` the f-divergence and LD-DPO modifiers are rejected (sequence-level notions).
 
     Args:
@@ -42,7 +44,8 @@ class IPO(MarginLoss):
 
     def pair_loss(self, rho_w: Tensor, rho_l: Tensor, inputs: PairInputs) -> PairTerms:
         losses = (rho_w - rho_l - 1 / (2 * self.beta)) ** 2
-        return PairTerms(losses, target_margin=torch.full_like(rho_w.detach(), 0.5))
+        target = None if self.length_normalized else torch.full_like(rho_w.detach(), 0.5)
+        return PairTerms(losses, target_margin=target)
 
 
 class SPPOHard(MarginLoss):

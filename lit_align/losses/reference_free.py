@@ -19,7 +19,8 @@ class SimPO(PreferenceLoss):
     """Simple Preference Optimization (Meng et al. 2024, arXiv 2405.14734).
 
     ``ℓ = −logσ(β(c̄ − r̄) − γ)`` on per-token mean log-probs, with target reward margin γ.
-    Rewards reported: ``β·c̄`` and ``β·r̄``.
+    Rewards reported: ``β·c̄`` and ``β·r̄``, logged as ``simpo/rewards/*`` (``rewards/*`` are
+    ``β·c`` and ``β·r`` on summed log-probs).
 
     Args:
         beta: reward scale β (the paper uses 2 to 10); > 0.
@@ -30,6 +31,7 @@ class SimPO(PreferenceLoss):
     paper = "Meng et al. 2024, arXiv 2405.14734"
 
     requires_reference = False
+    own_reward_scale = "simpo"
 
     def __init__(self, beta: float = 2.0, gamma: float = 1.0) -> None:
         super().__init__()
@@ -88,7 +90,8 @@ class ORPO(PreferenceLoss):
     ``log_odds = log(P_w/(1 − P_w)) − log(P_l/(1 − P_l)) = (c̄ − r̄) − (log(1 − e^{c̄}) −
     log(1 − e^{r̄}))``. ``log(1 − e^x)`` uses ``expm1`` and clamps ``x ≤ −1e−6`` (no gradient
     beyond, which only a response of probability ≈ 1 reaches). ``NLL(y_w) = −c̄`` as in
-    :class:`SFT`. Rewards reported: ``c̄`` and ``r̄`` (β = 1). Metrics: ``orpo/log_odds``,
+    :class:`SFT`. Rewards reported: ``c̄`` and ``r̄``, logged as ``orpo/rewards/*``
+    (``rewards/*`` are the summed log-probs ``c`` and ``r``). Metrics: ``orpo/log_odds``,
     ``orpo/nll``.
 
     Args:
@@ -99,6 +102,7 @@ class ORPO(PreferenceLoss):
     paper = "Hong et al. 2024, arXiv 2403.07691"
 
     requires_reference = False
+    own_reward_scale = "orpo"
 
     def __init__(self, lam: float = 0.1) -> None:
         super().__init__()

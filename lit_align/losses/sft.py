@@ -21,7 +21,10 @@ class SFT(PreferenceLoss):
     invariant under gradient accumulation even when micro-batches hold different numbers of
     desirable rows; its scale is therefore proportional to the desirable fraction.
 
-    Rewards reported: the per-token mean log-probs ``c̄`` and ``r̄`` (β = 1). No reference needed.
+    The rejected responses of paired data are never scored (``needs_rejected = False``): the
+    module hands the loss the chosen rows as an unpaired batch of desirable rows, whose loss is
+    the paired one. Rewards reported: the per-token mean log-probs ``c̄`` and ``r̄``, logged as
+    ``sft/rewards/*`` (``rewards/*`` are the summed log-probs). No reference needed.
     Combine with a preference loss through :class:`~lit_align.losses.WeightedSum` (e.g. RPO =
     DPO + α·SFT).
     """
@@ -32,6 +35,8 @@ class SFT(PreferenceLoss):
     requires_reference = False
     supports_unpaired = True
     optimizes_margin = False
+    needs_rejected = False
+    own_reward_scale = "sft"
 
     def forward(
         self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch

@@ -44,6 +44,7 @@ class WeightedSum(PreferenceLoss):
         self.needs_token_logps = any(loss.needs_token_logps for loss in losses)
         self.needs_token_entropy = any(loss.needs_token_entropy for loss in losses)
         self.optimizes_margin = any(loss.optimizes_margin for loss in losses)
+        self.needs_rejected = any(loss.needs_rejected for loss in losses)
         self.supports_paired = all(loss.supports_paired for loss in losses)
         self.supports_unpaired = all(loss.supports_unpaired for loss in losses)
         kl_rows = [getattr(loss, "needs_kl_rows", False) for loss in losses]
@@ -56,6 +57,16 @@ class WeightedSum(PreferenceLoss):
         )
         counts = Counter(names)
         self.names = [n if counts[n] == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+    @property
+    def reward_beta(self) -> float:
+        """The first component's (whose rewards the output carries)."""
+        return self.losses[0].reward_beta
+
+    @property
+    def reward_namespace(self) -> str | None:
+        """The first component's."""
+        return self.losses[0].reward_namespace
 
     def forward(
         self, policy: SequenceLogps, reference: SequenceLogps | None, batch: PreferenceBatch

@@ -1,4 +1,5 @@
-"""Batch statistics shared across ranks: KTO's KL estimate and BCO's running reward baseline.
+"""Batch statistics shared across ranks: KTO's KL estimate and the running mean (BCO's reward
+baseline, SPO's score scale).
 
 Two real processes (gloo) each see half of the values; every rank must end with the statistic
 of the whole global batch — the value one process computes on all the values at once.
@@ -11,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lit_align.losses.bco import RewardBaseline
+from lit_align.losses._common import RunningMean
 from lit_align.losses.kto import KTO
 
 RHO_KL = torch.tensor([0.5, -1.0, 2.0, 0.25, 1.5, -0.5])  # KL rows of the global batch
@@ -28,7 +29,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         half = RHO_KL.chunk(2)[rank]
-        baseline = RewardBaseline()
+        baseline = RunningMean()
         for step in REWARDS:
             baseline.update(step.chunk(2)[rank])
         out[rank] = (KTO.kl_estimate(half).item(), baseline.mean.item(), baseline.count.item())
@@ -42,7 +43,7 @@ def test_statistics_match_the_global_batch_on_every_rank():
     manager = mp.Manager()
     out = manager.dict()
     mp.start_processes(_worker, args=(_free_port(), out), nprocs=2, start_method="spawn")
-    single = RewardBaseline()
+    single = RunningMean()
     for step in REWARDS:
         single.update(step)
     assert KTO.kl_estimate(RHO_KL).item() == pytest.approx(2.75 / 6)

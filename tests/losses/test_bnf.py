@@ -11,15 +11,17 @@ from lit_align.losses import BNF, LossConfigError
 from lit_align.losses.bnf import bnf_token_scores
 
 
-def full_distribution_scores(logits, ref_logits, targets, mask, normalization):
+def full_distribution_scores(logits, ref_logits, targets, mask, normalization, eps=0.0):
     """``(N,)`` sequence scores built from the definition over the whole vocabulary:
-    ``q(y) = min(P/R, 1)``, ``q(v) = p(v)(1 − q(y))/(1 − P)``, ``S_t = Σ_v sg(q(v)) log p(v)``."""
+    ``q(y) = min(P/R, 1)``, ``q(v) = p(v)(1 − q(y))/(1 − P)``, ``S_t = Σ_v sg(q(v)) log p(v)``;
+    with ``eps`` the first author's ``q(y) = min(P/(R + ε), 1)``,
+    ``q(v) = p(v)(1 − q(y) + ε)/(1 − P + ε)``."""
     logp = F.log_softmax(logits, -1)  # (N, T, V)
     p = logp.exp()
     big_p = p.gather(-1, targets[..., None])  # (N, T, 1)
     big_r = F.softmax(ref_logits, -1).gather(-1, targets[..., None])
-    a = torch.minimum(big_p / big_r, torch.ones_like(big_p))
-    q = (p * (1 - a) / (1 - big_p)).scatter(-1, targets[..., None], a)
+    a = torch.minimum(big_p / (big_r + eps), torch.ones_like(big_p))
+    q = (p * (1 - a + eps) / (1 - big_p + eps)).scatter(-1, targets[..., None], a)
     s_t = (q.detach() * logp).sum(-1)  # (N, T)
     lengths = mask.sum(-1).to(logits.dtype)
     norm = lengths.min() if normalization == "min_in_batch" else lengths
@@ -57,6 +59,31 @@ def test_paired_matches_full_distribution_value_and_gradient(normalization, seed
     (grad,) = torch.autograd.grad(out.loss, logits)
     torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalization", ["min_in_batch", "own_length"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_author_code_form_matches_its_equations(normalization, seed):
+    """``form="author_code"`` against the author's equations with ε = 1e-6 over the whole
+    vocabulary; in row 0, P ≈ 5e-8 < R ≈ 1.4e-7, where the ε terms matter."""
+    logits, ref_logits, targets, mask = random_case(seed=seed)
+    logits, ref_logits = logits.detach().clone(), ref_logits.clone()
+    logits[0], ref_logits[0] = 0.0, 0.0
+    logits[0].scatter_(-1, targets[0, :, None], -15.0)
+    ref_logits[0].scatter_(-1, targets[0, :, None], -14.0)
+    logits.requires_grad_()
+    scores = full_distribution_scores(logits, ref_logits, targets, mask, normalization, eps=1e-6)
+    s_w, s_l = scores.chunk(2)
+    expected = -(s_w - s_l).mean()
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+
+    inputs = gathered_inputs(logits, ref_logits, targets, mask)
+    out = BNF(normalization, form="author_code")(*inputs)
+    (grad,) = torch.autograd.grad(out.loss, logits)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+    exact = BNF(normalization)(*gathered_inputs(logits, ref_logits, targets, mask))
+    assert abs(exact.loss.item() - out.loss.item()) > 1e-2  # the ε terms change the loss
 
 
 def test_unpaired_matches_full_distribution_value_and_gradient():
@@ -174,6 +201,11 @@ def test_unpaired_sign_hand_value():
     labels = torch.tensor([True, False])
     inputs = from_tokens(tokens, tokens - 9, mask, entropy=torch.zeros(2, 1), labels=labels)
     assert BNF()(*inputs).loss.item() == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_rejects_invalid_form():
+    with pytest.raises(LossConfigError, match=r"--model\.loss\.form must be one of"):
+        BNF(form="paper")
 
 
 def test_rejects_invalid_normalization():

@@ -97,12 +97,14 @@ def test_discopop_at_zero_margin():
 
 def test_ipo_mean_normalisation_and_target():
     """Lengths (2, 4): ρ̄_w = 0.5, ρ̄_l = −0.25, Δ̄ = 0.75; ℓ = (0.75 − 1)² = 0.0625;
-    rewards β·ρ̄ = (0.25, −0.125); target margin β/(2β) = 0.5."""
+    own rewards β·ρ̄ = (0.25, −0.125); the target β/(2β) = 0.5 is on per-token means, so none is
+    reported (the standard rewards use sums); with normalize="sum" it is."""
     out = IPO(beta=0.5)(*standard_pair(lengths=LENGTHS))
     assert out.loss.item() == pytest.approx(0.0625, abs=1e-12)
     assert out.chosen_rewards.tolist() == [0.25]
     assert out.rejected_rewards.tolist() == [-0.125]
-    assert out.target_margin.tolist() == [0.5]
+    assert out.target_margin is None
+    assert IPO(beta=0.5, normalize="sum")(*standard_pair()).target_margin.tolist() == [0.5]
 
 
 def test_sppo_target_margin_is_one():

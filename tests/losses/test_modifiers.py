@@ -4,6 +4,7 @@ Unless a test says otherwise the pair has ρ_w = 1, ρ_l = −1 (reference log-p
 ``sp(x) = log(1 + e^x) = −logσ(−x)``.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -57,10 +58,10 @@ def test_exponential_divergences_stay_finite(divergence):
 def test_spo_with_divergence_targets_the_score_margin():
     """With an f-divergence the RLHF optimum is β(s_w − s_l) = Δr, so SPO's z uses the scores.
     JS with ρ_l = 0: s_w − s_l = logσ(ρ_w) + log 2, which is 0.1 = Δr/β (β = 10, Δr = 1) when
-    σ(ρ_w) = e^{0.1}/2, i.e. ρ_w = 0.1 − log(2 − e^{0.1}); there z = 1 and ℓ = −e^{−1}."""
+    σ(ρ_w) = e^{0.1}/2, i.e. ρ_w = 0.1 − log(2 − e^{0.1}); there z = 1 and ℓ = −e^{−1}/2."""
     rho_w = 0.1 - math.log(2 - math.exp(0.1))
     out = SPO(beta=10.0, divergence="js")(*pair(rho_w, 0.0))
-    assert out.loss.item() == pytest.approx(-math.exp(-1), abs=1e-9)
+    assert out.loss.item() == pytest.approx(-math.exp(-1) / 2, abs=1e-9)
 
 
 def ld_inputs():
@@ -85,13 +86,27 @@ def test_ld_alpha_needs_token_logps():
 
 
 def test_wpo_weight_hand_value():
-    """c̄ = −4/4 = −1, r̄ = −8/4 = −2: w = e^{−3} (detached); ℓ = e^{−3}·sp(−1) with ρ from sums
-    against reference −5 and −7 (Δ = 1 − (−1) = 2, β = 0.5)."""
+    """Chosen: c = −4 over 4 tokens with Σ_t log Σp² = −2, aligned mean (−4 + 2)/4 = −0.5;
+    rejected: r = −8, Σ_t log Σp² = −4, aligned −1: w = e^{−1.5} (detached); ℓ = w·sp(−1) with
+    Δ = (−4 + 5) − (−8 + 7) = 2, β = 0.5."""
     c = torch.tensor([-4.0], dtype=torch.float64, requires_grad=True)
-    out = DPO(beta=0.5, wpo=True)(*pair(c, -8.0, -5.0, -7.0))
-    assert out.loss.item() == pytest.approx(math.exp(-3) * sp(-1), abs=1e-12)
+    policy, reference, batch = pair(c, -8.0, -5.0, -7.0)
+    expected = torch.tensor([[-0.5] * 4, [-1.0] * 4], dtype=torch.float64)
+    policy = dataclasses.replace(policy, token_log_expected_prob=expected)
+    loss = DPO(beta=0.5, wpo=True)
+    assert loss.needs_token_entropy  # the module then computes log Σp²
+    out = loss(policy, reference, batch)
+    assert out.loss.item() == pytest.approx(math.exp(-1.5) * sp(-1), abs=1e-12)
     out.loss.backward()
-    assert c.grad.item() == pytest.approx(-math.exp(-3) * 0.5 / (1 + math.e), abs=1e-12)
+    assert c.grad.item() == pytest.approx(-math.exp(-1.5) * 0.5 / (1 + math.e), abs=1e-12)
+
+
+def test_wpo_weight_is_clipped_at_one_and_needs_the_normaliser():
+    policy, reference, batch = pair(-4.0, -8.0)
+    big = dataclasses.replace(policy, token_log_expected_prob=torch.full((2, 4), -9.0))
+    assert DPO(wpo=True)(big, reference, batch).loss.item() == pytest.approx(sp(-0.4), abs=1e-12)
+    with pytest.raises(ValueError, match="wpo needs the policy's per-token log"):
+        DPO(wpo=True)(policy, reference, batch)
 
 
 @pytest.mark.parametrize(

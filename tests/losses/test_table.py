@@ -53,7 +53,7 @@ def test_every_loss_has_a_row_with_its_own_formula_and_paper(cls):
         (
             "SPO",
             "`beta=0.1`, `alpha=0.0`, `target_reward_gap=1.0`, `use_scores=True`, "
-            "`z_min=-10.0`, + [modifiers](#modifiers)",
+            "+ [modifiers](#modifiers)",
             "yes",
             "paired",
             "—",
@@ -73,7 +73,13 @@ def test_every_loss_has_a_row_with_its_own_formula_and_paper(cls):
             "—",
         ),
         ("Hinge", "`beta=0.1`, + [modifiers](#modifiers)", "yes", "paired", "—"),
-        ("BNF", "`length_normalization='min_in_batch'`", "yes", "both", "log-probs, entropy"),
+        (
+            "BNF",
+            "`length_normalization='min_in_batch'`, `form='exact'`",
+            "yes",
+            "both",
+            "log-probs, entropy",
+        ),
         ("SFT", "—", "no", "both", "—"),
         ("SimPO", "`beta=2.0`, `gamma=1.0`", "no", "paired", "—"),
         (
@@ -112,9 +118,10 @@ def test_modifiers_are_listed_once_below_the_table():
     notes = table.split("### Modifiers", 1)[1]
     for flag in ("`divergence='reverse_kl'`", "`divergence_alpha=0.5`", "`ld_alpha=None`"):
         assert table.count(flag) == 1 and flag in notes
-    assert "`wpo=False`: weight each pair by WPO's `exp(c̄ + r̄)`." in notes
+    assert "`wpo=False`: weight each pair by WPO's aligned likelihood weight" in notes
     assert "One of `reverse_kl`, `forward_kl`, `js`, `alpha`." in notes
     assert "Setting `ld_alpha` makes the loss read per-token log-probs." in notes
+    assert "Setting `wpo` makes the loss read the policy's per-token entropy" in notes
 
 
 def test_check_fails_on_a_missing_or_stale_page(tmp_path, capsys):
