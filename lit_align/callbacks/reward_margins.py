@@ -141,7 +141,7 @@ class RewardMarginMonitor(Callback):
             "chosen_logps_drift": chosen - self._start[0],
             "rejected_logps_drift": rejected - self._start[1],
         }
-        if record.chosen_rewards.shape == record.rejected_rewards.shape:  # paired
+        if record.paired:  # unpaired rows are unrelated: no per-pair margin exists
             margins = record.margins  # (B,)
             values |= {"margin": margins, "accuracy": (margins > 0).float()}
             self._margins.update(margins)

@@ -75,3 +75,15 @@ def test_reward_windows_match_the_step_records(run):
     log = tensorboard_log(tmp_path)
     assert len(log.Scalars("preference/target_distance")) == 2  # one point per window
     assert len(log.Histograms("preference/margins")) == 2
+
+
+def test_unpaired_rows_of_equal_counts_get_no_invented_margin():
+    """Four desirable and four undesirable rows are unrelated: group means, no margin/accuracy."""
+    from lit_align.types import StepRecord
+
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    record = StepRecord(torch.tensor(0.5), values, -values, values, -values, paired=False)
+    monitor = RewardMarginMonitor(window=1)
+    monitor._update(record)
+    assert "chosen_rewards" in monitor._updated
+    assert not {"margin", "accuracy", "target_distance"} & monitor._updated
