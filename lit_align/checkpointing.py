@@ -118,3 +118,38 @@ def _sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_loadable(path: Path, sharded_ok: bool) -> None:
+    """Refuse, with one line naming ``--ckpt_path``, what would fail obscurely on load.
+
+    Args:
+        path: the checkpoint file or sharded directory.
+        sharded_ok: whether the strategy loads sharded directories (``FSDP2Strategy``).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path {path}: no checkpoint file or directory there")
+    if path.is_dir() and not sharded_ok:
+        raise ValueError(
+            f"--ckpt_path {path} is a sharded checkpoint directory: resume it with "
+            "--trainer.strategy=fsdp2 (lit_align.distributed.FSDP2Strategy), or turn it into a "
+            "model directory with lit-align export"
+        )
+    if path.is_dir() and not (path / ".metadata").is_file():
+        raise ValueError(f"--ckpt_path {path}: not a complete sharded checkpoint (no .metadata)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"--ckpt_path {path} is an empty file (0 bytes): an interrupted copy?")
+
+
+def clean_leftovers(dirpath: Path) -> list[Path]:
+    """Restore or remove what interrupted saves left in a checkpoint directory; what was removed.
+
+    Every ``<name>.partial`` (a save never committed) is dropped, every ``<name>.old`` restored
+    if ``<name>`` is missing (:func:`recover`). Call on one rank, before a checkpoint is chosen.
+    """
+    if not dirpath.is_dir():
+        return []
+    leftovers = [*dirpath.glob(f"*{STAGING_SUFFIX}"), *dirpath.glob(f"*{OLD_SUFFIX}")]
+    for leftover in leftovers:
+        recover(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
+    return [p for p in leftovers if not p.exists()]

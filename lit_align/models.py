@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lit_align.finite import require_finite
 from lit_align.logps import naive_response_logps, response_logps, selected_logps
 from lit_align.lora import LoRASettings
 from lit_align.types import PreferenceBatch, SequenceLogps
@@ -164,9 +165,11 @@ def build_causal_lm(
                 attn_implementation=cfg.attn_implementation,
                 trust_remote_code=cfg.trust_remote_code,
             )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         path, **hub, attn_implementation=cfg.attn_implementation, dtype=dtype, **cfg.config
     )
+    require_finite(model, f"--model.policy.pretrained {path}", "the weight files are damaged")
+    return model
 
 
 def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:

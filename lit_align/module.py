@@ -34,6 +34,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
+from lit_align.callbacks.preemption import PreemptionCheckpoint
+from lit_align.callbacks.weight_guard import WeightGuard
 from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
@@ -206,8 +208,24 @@ class AlignmentModule(LightningModule):
             "sync_dist": not training,  # step values stay local: no collective per step
             "batch_size": batch_size,
         }
-        self.log(f"{prefix}loss", record.loss, prog_bar=True, **options)
+        loss = self._global_loss(record.loss) if training else record.loss
+        self.log(f"{prefix}loss", loss, prog_bar=True, **options)
         self.log_dict({f"{prefix}{k}": v for k, v in metrics.items()}, **options)
+
+    def _global_loss(self, loss: Tensor) -> Tensor:
+        """The mean of the ranks' losses on steps the logger writes (a collective), else local."""
+        trainer = self._trainer
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and trainer._logger_connector.should_update_logs
+        ):
+            return trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        return loss
+
+    def configure_callbacks(self) -> list:
+        """Always on: save on SIGTERM; refuse unloadable checkpoints and non-finite weights."""
+        return [PreemptionCheckpoint(), WeightGuard()]
 
     # -------------------------------------------------------------- gradients
     def on_after_backward(self) -> None:
