@@ -1,0 +1,38 @@
+"""Test-only callback for SIGTERM runs of ``lit-align fit`` (``--trainer.callbacks+=``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+WAIT_S = 120  # a paused run nobody signals exits by itself after this long
+
+
+class PauseUntilSigterm(Callback):
+    """Before the batch that makes optimizer step ``step + 1``, write ``<dirpath>/paused`` and
+    wait until the process receives SIGTERM; the batch then trains as usual.
+
+    Args:
+        step: optimizer steps completed when the run pauses.
+        dirpath: where the ``paused`` marker is written.
+    """
+
+    def __init__(self, step: int, dirpath: str) -> None:
+        self.step, self.dirpath = step, Path(dirpath)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step != self.step:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "paused").write_text(str(os.getpid()))
+        deadline = time.monotonic() + WAIT_S
+        while not trainer.received_sigterm:
+            if time.monotonic() > deadline:
+                os._exit(3)
+            time.sleep(0.05)
