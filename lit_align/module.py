@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 from lit_align.callbacks.preemption import PreemptionCheckpoint
+from lit_align.callbacks.resume_guard import ResumeGuard
 from lit_align.callbacks.weight_guard import WeightGuard
 from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
@@ -224,8 +225,11 @@ class AlignmentModule(LightningModule):
         return loss
 
     def configure_callbacks(self) -> list:
-        """Always on: save on SIGTERM; refuse unloadable checkpoints and non-finite weights."""
-        return [PreemptionCheckpoint(), WeightGuard()]
+        """Always on, unless configured in ``--trainer.callbacks``: save on SIGTERM, refuse
+        unloadable checkpoints, non-finite weights and resumes with another loss or data."""
+        present = tuple(type(callback) for callback in self.trainer.callbacks)
+        defaults = [PreemptionCheckpoint(), WeightGuard(), ResumeGuard()]
+        return [callback for callback in defaults if not isinstance(callback, present)]
 
     # -------------------------------------------------------------- gradients
     def on_after_backward(self) -> None:
