@@ -30,6 +30,9 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 STAGING_SUFFIX = ".partial"
 """A save in progress (or interrupted): never loaded, removed by the next save or load."""
@@ -153,3 +156,33 @@ def clean_leftovers(dirpath: Path) -> list[Path]:
     for leftover in leftovers:
         recover(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
     return [p for p in leftovers if not p.exists()]
+
+
+LAST_OR_NEW = "last_or_new"
+"""``--ckpt_path last_or_new``: resume from ``last`` when there is one, else start a new run."""
+
+
+def resolve_ckpt_path(trainer: Any, ckpt_path: str | None) -> str | None:
+    """``--ckpt_path`` for ``fit``: ``last`` must find a checkpoint; ``last_or_new`` need not.
+
+    Lightning treats ``last`` with nothing to resume as a warning and trains from scratch, which
+    a requeued or mistyped job should not do silently. Leftovers of interrupted saves are cleaned
+    first (rank 0), so a checkpoint waiting in ``<name>.old`` is found.
+    """
+    if ckpt_path not in ("last", LAST_OR_NEW):
+        return ckpt_path
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    found = set()
+    for callback in callbacks:
+        if trainer.is_global_zero and callback.dirpath is not None:
+            clean_leftovers(Path(callback.dirpath))
+        found |= callback._find_last_checkpoints(trainer)  # what Lightning's "last" searches
+    if found:
+        return "last"
+    if ckpt_path == LAST_OR_NEW:
+        return None
+    where = [str(cb.dirpath) for cb in callbacks if cb.dirpath] or ["the checkpoint directory"]
+    raise FileNotFoundError(
+        f"--ckpt_path last: no last*.ckpt to resume in {', '.join(where)}; pass "
+        f"--ckpt_path {LAST_OR_NEW} to start a new run when there is none"
+    )

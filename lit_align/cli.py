@@ -13,7 +13,9 @@ import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
+from lit_align.checkpointing import resolve_ckpt_path
 from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.failures import reported_errors
 from lit_align.module import AlignmentModule
 
 # The module moves PreferenceBatch itself (a frozen dataclass); Lightning warns about that override
@@ -23,6 +25,11 @@ warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_t
 
 class AlignCLI(LightningCLI):
     """LightningCLI with lit_align's module and data module."""
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` with nothing to resume is an error; ``last_or_new`` is not."""
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
 
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
@@ -42,20 +49,21 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignC
 def main() -> None:
     """Entry point. Never mutates ``sys.argv``: Lightning re-executes it to start other ranks."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
-    if command == "eval":
-        from lit_align.eval.cli import main as eval_main
+    with reported_errors():  # one line for the errors users fix, not a traceback
+        if command == "eval":
+            from lit_align.eval.cli import main as eval_main
 
-        eval_main(sys.argv[2:])
-    elif command == "export":
-        from lit_align.export import main as export_main
+            eval_main(sys.argv[2:])
+        elif command == "export":
+            from lit_align.export import main as export_main
 
-        export_main(sys.argv[2:])
-    elif command == "study":
-        from lit_align.study.run import main as study_main
+            export_main(sys.argv[2:])
+        elif command == "study":
+            from lit_align.study.run import main as study_main
 
-        study_main(sys.argv[2:])
-    else:
-        run_lightning_cli()
+            study_main(sys.argv[2:])
+        else:
+            run_lightning_cli()
 
 
 if __name__ == "__main__":

@@ -172,6 +172,26 @@ def build_causal_lm(
     return model
 
 
+def check_vocab(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse a tokenizer with more tokens than ``cfg.pretrained``'s embedding rows.
+
+    Reads only the model's config, so it can run before any data is tokenised; otherwise the
+    first forward fails with an ``IndexError`` on an out-of-range token id.
+    """
+    if cfg.pretrained is None:
+        return
+    _check_local(cfg.pretrained, "--model.policy.pretrained")
+    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    config = AutoConfig.from_pretrained(os.path.expanduser(cfg.pretrained), **hub, **cfg.config)
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ValueError(
+            f"--model.policy.tokenizer {cfg.tokenizer!r} has {len(tokenizer)} tokens, more than "
+            f"the {vocab} embedding rows of --model.policy.pretrained {cfg.pretrained!r}: use the "
+            "model's own tokenizer (leave --model.policy.tokenizer unset) or one of its size"
+        )
+
+
 def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:
     """The list of transformer blocks of a causal LM (for sharding/checkpointing).
 

@@ -45,6 +45,7 @@ from lit_align.models import (
     CausalLMScorer,
     PolicyConfig,
     build_causal_lm,
+    check_vocab,
     compile_blocks,
     frozen_copy,
     load_tokenizer,
@@ -122,6 +123,10 @@ class AlignmentModule(LightningModule):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.policy_config)
         return self._tokenizer
+
+    def prepare_data(self) -> None:
+        """Checks that need only the configs, before the data module tokenises anything."""
+        check_vocab(self.policy_config, self.tokenizer)
 
     def configure_model(self) -> None:
         """Build the policy (and the frozen reference when the loss needs one), then shard them.
