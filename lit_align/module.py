@@ -226,7 +226,7 @@ class AlignmentModule(LightningModule):
             and trainer.world_size > 1
             and trainer._logger_connector.should_update_logs
         ):
-            return trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+            return trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")  # in place
         return loss
 
     def configure_callbacks(self) -> list:

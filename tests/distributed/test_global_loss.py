@@ -1,5 +1,5 @@
 """The logged ``loss`` is the mean over ranks: 2 ranks (torchrun, gloo, DDP) log what 1 process
-logs on the same global batches (4 steps, global batch 8 = 2 x 4, every step a logging step).
+logs on the same global batches (SFT, 4 steps, global batch 8 = 2 x 4, every step logged).
 
 Each rank's own batch loss differs from the global one (checked, so the comparison is not
 vacuous); the logged value is identical on both ranks and equals the 1-process value to 1e-5.
@@ -32,6 +32,7 @@ CONFIG = {
     },
     "model": {
         "policy": {"tokenizer": "builtin:sort", "config": dict(TINY)},
+        "loss": "lit_align.losses.SFT",  # per-batch NLL: the ranks' losses differ from step 0
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003}},
     },
     "data": {"dataset": "builtin:sort", "builtin_rows": 32, "max_length": 64},
