@@ -172,17 +172,44 @@ def resolve_ckpt_path(trainer: Any, ckpt_path: str | None) -> str | None:
     if ckpt_path not in ("last", LAST_OR_NEW):
         return ckpt_path
     callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    found = set()
-    for callback in callbacks:
-        if trainer.is_global_zero and callback.dirpath is not None:
-            clean_leftovers(Path(callback.dirpath))
-        found |= callback._find_last_checkpoints(trainer)  # what Lightning's "last" searches
-    if found:
+    # Lightning's own choice of directory (dirpath, else from the logger or the root dir); the
+    # directory _find_last_checkpoints, and so Lightning's "last", searches.
+    dirs = [Path(cb._ModelCheckpoint__resolve_ckpt_dir(trainer)) for cb in callbacks]
+    if trainer.is_global_zero:
+        for dirpath in dirs:
+            clean_leftovers(dirpath)
+    if any(cb._find_last_checkpoints(trainer) for cb in callbacks):
         return "last"
     if ckpt_path == LAST_OR_NEW:
         return None
-    where = [str(cb.dirpath) for cb in callbacks if cb.dirpath] or ["the checkpoint directory"]
+    where = ", ".join(map(str, dirs)) or "no checkpoint directory (no ModelCheckpoint)"
     raise FileNotFoundError(
-        f"--ckpt_path last: no last*.ckpt to resume in {', '.join(where)}; pass "
+        f"--ckpt_path last: no last*.ckpt to resume in {where}; pass "
         f"--ckpt_path {LAST_OR_NEW} to start a new run when there is none"
     )
+
+
+class CheckpointArguments:
+    """LightningCLI mixin: ``--ckpt_path`` checked before Lightning reads it, ``last`` resolved.
+
+    LightningCLI reads a checkpoint file's hyper-parameters while parsing (an empty file would
+    end in a bare ``EOFError``); ``fit`` then gets :func:`resolve_ckpt_path`'s answer, checked
+    by :func:`check_loadable` for the trainer's strategy.
+    """
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            check_loadable(Path(path), sharded_ok=True)
+
+    def before_fit(self) -> None:
+        from lit_align.distributed import FSDP2Strategy  # which imports this module
+
+        config = self.config_init[self.subcommand]
+        path = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
+        if path not in (None, "last", "best", "hpc", "registry"):
+            sharded_ok = isinstance(self.trainer.strategy, FSDP2Strategy)
+            check_loadable(Path(path), sharded_ok)
+        config["ckpt_path"] = path

@@ -13,7 +13,7 @@ import warnings
 
 from lightning.pytorch.cli import LightningCLI
 
-from lit_align.checkpointing import resolve_ckpt_path
+from lit_align.checkpointing import CheckpointArguments
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.failures import reported_errors
 from lit_align.module import AlignmentModule
@@ -23,13 +23,8 @@ from lit_align.module import AlignmentModule
 warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device`")
 
 
-class AlignCLI(LightningCLI):
-    """LightningCLI with lit_align's module and data module."""
-
-    def before_fit(self) -> None:
-        """``--ckpt_path last`` with nothing to resume is an error; ``last_or_new`` is not."""
-        config = self.config_init[self.subcommand]
-        config["ckpt_path"] = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
+class AlignCLI(CheckpointArguments, LightningCLI):
+    """LightningCLI with lit_align's module and data module; ``--ckpt_path`` checked first."""
 
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:

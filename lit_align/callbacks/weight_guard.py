@@ -2,9 +2,9 @@
 
 Added by ``AlignmentModule.configure_callbacks`` to every fit:
 
-* before anything is loaded: ``--ckpt_path`` must be a loadable checkpoint for this strategy
-  (not an empty file; a sharded directory only under ``FSDP2Strategy``), and what interrupted
-  saves left in the checkpoint directory is cleaned (``.partial`` removed, ``.old`` restored);
+* at setup: what interrupted saves left in the checkpoint directory is cleaned (``.partial``
+  removed, ``.old`` restored; ``--ckpt_path`` itself is checked by the CLI,
+  :class:`~lit_align.checkpointing.CheckpointArguments`);
 * after the model is built and restored: its weights must be finite;
 * before every checkpoint is written: the weights must be finite, so a diverged model never
   replaces a good checkpoint and the run stops, non-zero, naming the step and the tensor.
@@ -20,7 +20,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align import checkpointing
-from lit_align.distributed import FSDP2Strategy
 from lit_align.finite import require_finite_on_all_ranks
 
 DIVERGED = (
@@ -30,15 +29,13 @@ DIVERGED = (
 
 
 class WeightGuard(Callback):
-    """Refuses unloadable checkpoints and non-finite weights (see the module docstring)."""
+    """Cleans interrupted saves; refuses non-finite weights (see the module docstring)."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         callback = trainer.checkpoint_callback
         if trainer.is_global_zero and isinstance(callback, ModelCheckpoint) and callback.dirpath:
             for path in checkpointing.clean_leftovers(Path(callback.dirpath)):
                 rank_zero_info(f"removed {path}, left by an interrupted save")
-        if trainer.ckpt_path and not isinstance(trainer.strategy, FSDP2Strategy):
-            checkpointing.check_loadable(Path(trainer.ckpt_path), sharded_ok=False)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         source = trainer.ckpt_path or "the initial weights"
