@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,23 @@ def clean_leftovers(dirpath: Path) -> list[Path]:
     for leftover in leftovers:
         recover(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
     return [p for p in leftovers if not p.exists()]
+
+
+def orphans(dirpath: Path, resumed_step: int, known: set[str]) -> list[Path]:
+    """Checkpoints in ``dirpath`` from after ``resumed_step`` that the resumed state never saw.
+
+    A run killed after saving a checkpoint (a new top-k one, say) but before the checkpoint it
+    resumes from was written leaves files no ``ModelCheckpoint`` state knows: they would never
+    be rotated out, and they hold a timeline the resumed run abandons. Recognised by Lightning's
+    ``step=<n>`` in the name; ``last*`` files and the ``known`` paths are kept.
+    """
+    found = []
+    for path in dirpath.glob("*.ckpt"):
+        match = re.search(r"(?:^|-)step=(\d+)", path.stem)
+        late = match is not None and int(match.group(1)) > resumed_step
+        if late and not path.name.startswith("last") and str(path) not in known:
+            found.append(path)
+    return sorted(found)
 
 
 LAST_OR_NEW = "last_or_new"

@@ -7,6 +7,7 @@ what is checked is what a user sees: the exit code and stderr (one error line, n
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -168,3 +169,22 @@ def test_export_refuses_a_non_empty_output_unless_overwrite(monkeypatch, capsys,
     )
     assert lit_align(monkeypatch, capsys, *export, "--overwrite=true")[0] == 0
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+
+
+def test_orphaned_top_k_checkpoints_are_removed_on_resume(
+    monkeypatch, capsys, caplog, config, tmp_path
+):
+    """Killed while writing ``last.ckpt`` at step 2, after the top-k ``step=2`` file: the state
+    resumed from (step 1) never saw that file; it is removed, not kept beside a ``-v1`` copy."""
+    one = fit_args(config, tmp_path, "--trainer.max_steps=1")
+    assert lit_align(monkeypatch, capsys, *one)[0] == 0
+    ckpts = tmp_path / "checkpoints"
+    shutil.copy(ckpts / "last.ckpt", tmp_path / "last-at-step-1.ckpt")
+    two = fit_args(config, tmp_path, "--ckpt_path=last", "--trainer.max_steps=2")
+    assert lit_align(monkeypatch, capsys, *two)[0] == 0
+    shutil.copy(tmp_path / "last-at-step-1.ckpt", ckpts / "last.ckpt")  # the save at 2 was lost
+    more = fit_args(config, tmp_path, "--ckpt_path=last", "--trainer.max_steps=3")
+    assert lit_align(monkeypatch, capsys, *more)[0] == 0
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == [f"epoch=0-step={n}.ckpt" for n in (1, 2, 3)] + ["last.ckpt"]
+    assert "epoch=0-step=2.ckpt: saved after step 1 by a run that did not finish" in caplog.text

@@ -2,7 +2,7 @@
 
 Every checkpoint records (under ``"lit_align_run"``) the loss (class and arguments), a
 fingerprint of the tokenised training rows and the data module's settings that change the data
-(all of ``--data.*`` but worker counts and caches). Resuming with any of them different, e.g.
+(all of ``--data.*`` but batching, workers and caches). Resuming with any of them different, e.g.
 another loss, a replaced data file of the same length or a new ``--data.label_noise``, is
 refused with the list of differences. Added by ``AlignmentModule.configure_callbacks``; to
 resume anyway (each difference is then logged), add it yourself:
@@ -19,7 +19,18 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 KEY = "lit_align_run"
-NOT_DATA = ("num_workers", "num_proc", "cache_dir", "eval_batch_size")
+# How rows are batched and loaded, not which rows: a resume may change these (a 2-rank run
+# resumed on 1 rank doubles batch_size); the loader's saved position is checked on its own.
+NOT_DATA = (
+    "batch_size",
+    "eval_batch_size",
+    "group_by_length",
+    "packing",
+    "max_tokens_per_batch",
+    "num_workers",
+    "num_proc",
+    "cache_dir",
+)
 ALLOW = (
     "--trainer.callbacks+=lit_align.callbacks.ResumeGuard --trainer.callbacks.allow_changes=true"
 )
