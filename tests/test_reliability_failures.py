@@ -188,3 +188,34 @@ def test_orphaned_top_k_checkpoints_are_removed_on_resume(
     names = sorted(p.name for p in ckpts.iterdir())
     assert names == [f"epoch=0-step={n}.ckpt" for n in (1, 2, 3)] + ["last.ckpt"]
     assert "epoch=0-step=2.ckpt: saved after step 1 by a run that did not finish" in caplog.text
+
+
+def _rot(checkpoint: Path, out: Path) -> str:
+    """``checkpoint`` with one weight's first values set to bytes 0xFF (NaN), saved to ``out``."""
+    state = torch.load(checkpoint, weights_only=True)
+    name = "policy.model.model.layers.0.mlp.up_proj.weight"
+    state["state_dict"][name].view(torch.int32)[0, :2] = -1
+    torch.save(state, out)
+    return name
+
+
+def test_bit_rotted_checkpoint_is_refused_on_resume_and_export(
+    monkeypatch, capsys, config, tmp_path
+):
+    assert lit_align(monkeypatch, capsys, *fit_args(config, tmp_path))[0] == 0
+    rotten = tmp_path / "rotten.ckpt"
+    name = _rot(tmp_path / "checkpoints" / "last.ckpt", rotten)
+    more = fit_args(config, tmp_path / "again", f"--ckpt_path={rotten}", "--trainer.max_steps=3")
+    code, err = lit_align(monkeypatch, capsys, *more)
+    assert code == 1
+    assert one_error_line(err) == (
+        f"lit-align: error: loaded from {rotten}: non-finite weights in {name} (2 of 2048 "
+        "values); the checkpoint or weight files are damaged"
+    )
+    export = ["export", f"--config={config}", f"--ckpt_path={rotten}", f"--output={tmp_path}/x"]
+    code, err = lit_align(monkeypatch, capsys, *export)
+    assert code == 1
+    assert one_error_line(err) == (
+        f"lit-align: error: --ckpt_path {rotten}: non-finite weights in "
+        f"{name} (2 of 2048 values)"
+    )

@@ -14,8 +14,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))  # shared test helpers
 from launch import clean_env, finish_all, kill, start, wait_for  # noqa: E402
@@ -29,7 +32,11 @@ from resume_runs import (  # noqa: E402
     write_config,
 )
 
-from lit_align.callbacks.preemption import EXIT_PREEMPTED  # noqa: E402
+from lit_align.callbacks.preemption import (  # noqa: E402
+    EXIT_PREEMPTED,
+    EXIT_UNSAVED,
+    PreemptionCheckpoint,
+)
 
 EVERY = 4
 PAUSE_AT = 7  # optimizer steps done when SIGTERM arrives: the 8th step is then in flight
@@ -88,3 +95,34 @@ def test_resumed_weights_equal_the_uninterrupted_run(runs):
     diff = weight_diff(runs["tmp"] / "full" / "export", runs["tmp"] / "signalled" / "export")
     print(f"\nSIGTERM at step {runs['saved_at']}, resumed: max |dw| vs uninterrupted = {diff:.1e}")
     assert diff == 0.0
+
+
+def _slurm_trainer() -> SimpleNamespace:
+    environment = SLURMEnvironment(auto_requeue=True)
+    return SimpleNamespace(
+        _accelerator_connector=SimpleNamespace(cluster_environment=environment),
+        is_global_zero=True,
+    )
+
+
+@pytest.mark.parametrize(("scontrol_exit", "expected"), [(0, 0), (1, EXIT_PREEMPTED)])
+def test_on_slurm_a_saved_checkpoint_is_requeued(tmp_path, monkeypatch, scontrol_exit, expected):
+    """With auto-requeue, a completed save and a successful ``scontrol requeue`` exit 0."""
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {scontrol_exit}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    callback, exception = PreemptionCheckpoint(), SIGTERMException()
+    callback.saved = "hpc_ckpt_1.ckpt"
+    callback.on_exception(_slurm_trainer(), None, exception)
+    assert exception.code == expected and calls.read_text() == "requeue 4242\n"
+
+
+def test_sigterm_outside_a_training_step_exits_1_without_requeue(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol: it must not be called
+    exception = SIGTERMException()
+    PreemptionCheckpoint().on_exception(_slurm_trainer(), None, exception)
+    assert exception.code == EXIT_UNSAVED
