@@ -1,11 +1,12 @@
 """SIGTERM saves a checkpoint, exits non-zero, and the run resumes exactly.
 
-Two real ``lit-align fit`` runs side by side (the config of ``distributed/resume_runs.py``: 6
-steps per epoch, 2 epochs, a checkpoint every 4 steps plus ``last.ckpt``): ``full`` runs to the
-end; ``signalled`` pauses before its 8th step and receives SIGTERM there (its newest checkpoint is
-step 4). It finishes the step it was in, saves ``last.ckpt`` at step 8 and exits 143. ``resumed``
-then runs ``--ckpt_path last``: it starts at step 8, not 4 (nothing was lost), trains on exactly
-the uninterrupted run's batches, and ends with bit-identical weights.
+Real ``lit-align fit`` runs (the config of ``distributed/resume_runs.py``: 6 steps per epoch, 2
+epochs, a checkpoint every 4 steps plus ``last.ckpt``): ``full`` runs to the end; ``signalled``
+receives SIGTERM during its 7th step, or just after it once every batch-end hook has run (as when
+the signal comes during a periodic save); its newest checkpoint is step 4. It saves
+``last.ckpt`` at step 7 and exits 143. ``resumed`` then runs ``--ckpt_path last``: it starts at
+step 7, not 4 (nothing was lost), trains on exactly the uninterrupted run's batches, and ends
+with bit-identical weights.
 """
 
 from __future__ import annotations
@@ -39,46 +40,49 @@ from lit_align.callbacks.preemption import (  # noqa: E402
 )
 
 EVERY = 4
-PAUSE_AT = 7  # optimizer steps done when SIGTERM arrives: the 8th step is then in flight
+PAUSE_AT = 6  # optimizer steps done when SIGTERM arrives: the 7th (no periodic save) in flight
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("sigterm")
+def full(tmp_path_factory) -> Path:
+    """The uninterrupted run: its batch records and export in the returned directory."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
     config = write_config(tmp / "config.yaml", EVERY, ranks=1)
-    pause = [
-        "--trainer.callbacks+=_preemption.PauseUntilSigterm",
-        f"--trainer.callbacks.step={PAUSE_AT}",
-    ]
-    pause.append(f"--trainer.callbacks.dirpath={tmp / 'signalled'}")
-    logs = {name: tmp / f"{name}.log" for name in ("full", "signalled", "resumed")}
+    log, env = tmp / "full.log", recorder_env(clean_env())
+    proc = start(fit_command(config, tmp / "full", tmp / "full"), log, env)
+    finish_all({log: proc}, [tmp / "full" / "export"])
+    return tmp / "full"
+
+
+@pytest.fixture(scope="module", params=["PauseUntilSigterm", "PauseAfterBatch"])
+def runs(request, full, tmp_path_factory) -> dict:
+    """SIGTERM in the middle of step 7 (``PauseUntilSigterm``) or after it, once every
+    callback's batch-end hook has run (``PauseAfterBatch``), then ``--ckpt_path last``."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    config = write_config(tmp / "config.yaml", EVERY, ranks=1)
+    pause, step = f"_preemption.{request.param}", PAUSE_AT + (request.param == "PauseAfterBatch")
+    args = [f"--trainer.callbacks+={pause}", f"--trainer.callbacks.step={step}"]
+    args.append(f"--trainer.callbacks.dirpath={tmp / 'signalled'}")
+    logs = {name: tmp / f"{name}.log" for name in ("signalled", "resumed")}
     env = recorder_env(clean_env())
-    procs = {
-        "full": start(fit_command(config, tmp / "full", tmp / "full"), logs["full"], env),
-        "signalled": start(
-            fit_command(config, tmp / "signalled", tmp / "signalled", *pause),
-            logs["signalled"],
-            env,
-        ),
-    }
+    cmd = fit_command(config, tmp / "signalled", tmp / "signalled", *args)
+    procs = {"signalled": start(cmd, logs["signalled"], env)}
     try:
         marker = tmp / "signalled" / "paused"
         wait_for(marker.is_file, {logs["signalled"]: procs["signalled"]}, "the run to pause")
         os.kill(procs["signalled"].pid, signal.SIGTERM)
         code = procs["signalled"].wait(timeout=120)
-        last = tmp / "signalled" / "checkpoints" / "last.ckpt"
-        saved_at = checkpoint_step(last)
+        saved_at = checkpoint_step(tmp / "signalled" / "checkpoints" / "last.ckpt")
         cmd = fit_command(config, tmp / "signalled", tmp / "resumed", "--ckpt_path=last")
         procs["resumed"] = start(cmd, logs["resumed"], env)
-        exports = [tmp / "full" / "export", tmp / "signalled" / "export"]
-        finish_all({logs[n]: procs[n] for n in ("full", "resumed")}, exports)
+        finish_all({logs["resumed"]: procs["resumed"]}, [tmp / "signalled" / "export"])
     finally:
         for proc in procs.values():
             kill(proc)
-    return {"tmp": tmp, "code": code, "saved_at": saved_at, "log": logs["signalled"]}
+    return {"tmp": tmp, "full": full, "code": code, "saved_at": saved_at, "log": logs["signalled"]}
 
 
-def test_sigterm_saves_the_step_in_flight_and_exits_143(runs):
+def test_sigterm_saves_the_step_and_exits_143(runs):
     assert runs["code"] == EXIT_PREEMPTED
     assert runs["saved_at"] == PAUSE_AT + 1  # newer than the step-4 checkpoint: nothing lost
     assert f"SIGTERM: saved step {PAUSE_AT + 1} to" in runs["log"].read_text()
@@ -88,11 +92,11 @@ def test_resumed_batches_are_the_uninterrupted_batches(runs):
     tmp, at = runs["tmp"], runs["saved_at"]
     resumed = batches(tmp / "resumed")
     assert resumed[0]["step"] == at
-    assert stitch(batches(tmp / "signalled"), resumed, at) == batches(tmp / "full")
+    assert stitch(batches(tmp / "signalled"), resumed, at) == batches(runs["full"])
 
 
 def test_resumed_weights_equal_the_uninterrupted_run(runs):
-    diff = weight_diff(runs["tmp"] / "full" / "export", runs["tmp"] / "signalled" / "export")
+    diff = weight_diff(runs["full"] / "export", runs["tmp"] / "signalled" / "export")
     print(f"\nSIGTERM at step {runs['saved_at']}, resumed: max |dw| vs uninterrupted = {diff:.1e}")
     assert diff == 0.0
 
@@ -102,6 +106,7 @@ def _slurm_trainer() -> SimpleNamespace:
     return SimpleNamespace(
         _accelerator_connector=SimpleNamespace(cluster_environment=environment),
         is_global_zero=True,
+        training=False,  # the signal came outside the fit loop
     )
 
 

@@ -7,7 +7,9 @@ since the last checkpoint were lost and the job looked successful. This callback
 ``AlignmentModule.configure_callbacks``) saves at the end of the batch that was running, where
 ``ModelCheckpoint`` saves too (so ``--ckpt_path last`` resumes exactly), and sets the exit code:
 
-* :data:`EXIT_PREEMPTED` (143, as a process killed by SIGTERM) after the checkpoint was saved;
+* :data:`EXIT_PREEMPTED` (143, as a process killed by SIGTERM) after the checkpoint was saved
+  (at the end of the batch in flight, or, when the signal came after that check, where Lightning
+  stopped between two training batches);
 * :data:`EXIT_UNSAVED` (1) when the signal came where no consistent checkpoint can be taken
   (validation, setup) and nothing was saved;
 * 0 on SLURM with Lightning's auto-requeue, once the checkpoint is saved where the requeued job
@@ -43,16 +45,21 @@ class PreemptionCheckpoint(Callback):
         if self.saved is None and trainer.strategy.reduce_boolean_decision(
             trainer.received_sigterm, all=False
         ):
-            path = checkpoint_path(trainer)
-            trainer.save_checkpoint(path)
-            self.saved = path
-            rank_zero_info(f"SIGTERM: saved step {trainer.global_step} to {path}")
+            self._save(trainer)
+
+    def _save(self, trainer: Trainer) -> None:
+        path = checkpoint_path(trainer)
+        trainer.save_checkpoint(path)  # a collective: every rank is here
+        self.saved = path
+        rank_zero_info(f"SIGTERM: saved step {trainer.global_step} to {path}")
 
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
+        if self.saved is None and _between_training_batches(trainer):
+            self._save(trainer)  # the signal came after this callback's last batch-end check
         if self.saved is None:
             rank_zero_warn("SIGTERM outside a training step: no checkpoint was saved")
             exception.code = EXIT_UNSAVED
@@ -72,6 +79,18 @@ def checkpoint_path(trainer: Trainer) -> str:
         name = callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION
         return os.path.join(callback.dirpath, name)
     return os.path.join(trainer.default_root_dir, "last.ckpt")
+
+
+def _between_training_batches(trainer: Trainer) -> bool:
+    """Whether fit stopped with every started training batch complete (a resumable point).
+
+    Lightning raises ``SIGTERMException`` there: after a batch (one process) or before the next
+    (several, once rank 0's signal is broadcast). Not during validation or mid-batch.
+    """
+    if not trainer.training:  # validating, or not in the fit loop at all
+        return False
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return progress.started == progress.completed
 
 
 def _auto_requeue(trainer: Trainer) -> bool:
