@@ -44,14 +44,15 @@ PAUSE_AT = 6  # optimizer steps done when SIGTERM arrives: the 7th (no periodic 
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory) -> Path:
-    """The uninterrupted run: its batch records and export in the returned directory."""
+def full(tmp_path_factory) -> dict:
+    """The uninterrupted run, started here and finished by the first :func:`runs` (in parallel
+    with its signalled run): batch records and export in ``dir``."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
     config = write_config(tmp / "config.yaml", EVERY, ranks=1)
     log, env = tmp / "full.log", recorder_env(clean_env())
     proc = start(fit_command(config, tmp / "full", tmp / "full"), log, env)
-    finish_all({log: proc}, [tmp / "full" / "export"])
-    return tmp / "full"
+    yield {"dir": tmp / "full", "launch": {log: proc}}
+    kill(proc)
 
 
 @pytest.fixture(scope="module", params=["PauseUntilSigterm", "PauseAfterBatch"])
@@ -76,10 +77,17 @@ def runs(request, full, tmp_path_factory) -> dict:
         cmd = fit_command(config, tmp / "signalled", tmp / "resumed", "--ckpt_path=last")
         procs["resumed"] = start(cmd, logs["resumed"], env)
         finish_all({logs["resumed"]: procs["resumed"]}, [tmp / "signalled" / "export"])
+        finish_all(full["launch"], [full["dir"] / "export"])  # at once from the second run on
     finally:
         for proc in procs.values():
             kill(proc)
-    return {"tmp": tmp, "full": full, "code": code, "saved_at": saved_at, "log": logs["signalled"]}
+    return {
+        "tmp": tmp,
+        "full": full["dir"],
+        "code": code,
+        "saved_at": saved_at,
+        "log": logs["signalled"],
+    }
 
 
 def test_sigterm_saves_the_step_and_exits_143(runs):
