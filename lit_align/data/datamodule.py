@@ -274,10 +274,7 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         lengths = list(self.train_data["length"]) if hp.group_by_length else None
         sampler = ResumableSampler(len(data), hp.batch_size, lengths, shuffle=True, seed=hp.seed)
         loader = ResumableLoader(
-            data,
-            batch_size=hp.batch_size,
-            sampler=sampler,
-            collate_fn=self._collator(),
+            data, batch_size=hp.batch_size, sampler=sampler, collate_fn=self._collator(),
             num_workers=hp.num_workers,
         )
         return self._position.track(loader)
