@@ -28,8 +28,12 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 STAGING_SUFFIX = ".partial"
 """A save in progress (or interrupted): never loaded, removed by the next save or load."""
@@ -118,3 +122,112 @@ def _sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_loadable(path: Path, sharded_ok: bool) -> None:
+    """Refuse, with one line naming ``--ckpt_path``, what would fail obscurely on load.
+
+    Args:
+        path: the checkpoint file or sharded directory.
+        sharded_ok: whether the strategy loads sharded directories (``FSDP2Strategy``).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path {path}: no checkpoint file or directory there")
+    if path.is_dir() and not sharded_ok:
+        raise ValueError(
+            f"--ckpt_path {path} is a sharded checkpoint directory: resume it with "
+            "--trainer.strategy=fsdp2 (lit_align.distributed.FSDP2Strategy), or turn it into a "
+            "model directory with lit-align export"
+        )
+    if path.is_dir() and not (path / ".metadata").is_file():
+        raise ValueError(f"--ckpt_path {path}: not a complete sharded checkpoint (no .metadata)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"--ckpt_path {path} is an empty file (0 bytes): an interrupted copy?")
+
+
+def clean_leftovers(dirpath: Path) -> list[Path]:
+    """Restore or remove what interrupted saves left in a checkpoint directory; what was removed.
+
+    Every ``<name>.partial`` (a save never committed) is dropped, every ``<name>.old`` restored
+    if ``<name>`` is missing (:func:`recover`). Call on one rank, before a checkpoint is chosen.
+    """
+    if not dirpath.is_dir():
+        return []
+    leftovers = [*dirpath.glob(f"*{STAGING_SUFFIX}"), *dirpath.glob(f"*{OLD_SUFFIX}")]
+    for leftover in leftovers:
+        recover(leftover.with_name(leftover.name.rsplit(".", 1)[0]))
+    return [p for p in leftovers if not p.exists()]
+
+
+def orphans(dirpath: Path, resumed_step: int, known: set[str]) -> list[Path]:
+    """Checkpoints in ``dirpath`` from after ``resumed_step`` that the resumed state never saw.
+
+    A run killed after saving a checkpoint (a new top-k one, say) but before the checkpoint it
+    resumes from was written leaves files no ``ModelCheckpoint`` state knows: they would never
+    be rotated out, and they hold a timeline the resumed run abandons. Recognised by Lightning's
+    ``step=<n>`` in the name; ``last*`` files and the ``known`` paths are kept.
+    """
+    found = []
+    for path in dirpath.glob("*.ckpt"):
+        match = re.search(r"(?:^|-)step=(\d+)", path.stem)
+        late = match is not None and int(match.group(1)) > resumed_step
+        if late and not path.name.startswith("last") and str(path) not in known:
+            found.append(path)
+    return sorted(found)
+
+
+LAST_OR_NEW = "last_or_new"
+"""``--ckpt_path last_or_new``: resume from ``last`` when there is one, else start a new run."""
+
+
+def resolve_ckpt_path(trainer: Any, ckpt_path: str | None) -> str | None:
+    """``--ckpt_path`` for ``fit``: ``last`` must find a checkpoint; ``last_or_new`` need not.
+
+    Lightning treats ``last`` with nothing to resume as a warning and trains from scratch, which
+    a requeued or mistyped job should not do silently. Leftovers of interrupted saves are cleaned
+    first (rank 0), so a checkpoint waiting in ``<name>.old`` is found.
+    """
+    if ckpt_path not in ("last", LAST_OR_NEW):
+        return ckpt_path
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    # Lightning's own choice of directory (dirpath, else from the logger or the root dir); the
+    # directory _find_last_checkpoints, and so Lightning's "last", searches.
+    dirs = [Path(cb._ModelCheckpoint__resolve_ckpt_dir(trainer)) for cb in callbacks]
+    if trainer.is_global_zero:
+        for dirpath in dirs:
+            clean_leftovers(dirpath)
+    if any(cb._find_last_checkpoints(trainer) for cb in callbacks):
+        return "last"
+    if ckpt_path == LAST_OR_NEW:
+        return None
+    where = ", ".join(map(str, dirs)) or "no checkpoint directory (no ModelCheckpoint)"
+    raise FileNotFoundError(
+        f"--ckpt_path last: no last*.ckpt to resume in {where}; pass "
+        f"--ckpt_path {LAST_OR_NEW} to start a new run when there is none"
+    )
+
+
+class CheckpointArguments:
+    """LightningCLI mixin: ``--ckpt_path`` checked before Lightning reads it, ``last`` resolved.
+
+    LightningCLI reads a checkpoint file's hyper-parameters while parsing (an empty file would
+    end in a bare ``EOFError``); ``fit`` then gets :func:`resolve_ckpt_path`'s answer, checked
+    by :func:`check_loadable` for the trainer's strategy.
+    """
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and Path(path).is_file():
+            check_loadable(Path(path), sharded_ok=True)
+
+    def before_fit(self) -> None:
+        from lit_align.distributed import FSDP2Strategy  # which imports this module
+
+        config = self.config_init[self.subcommand]
+        path = resolve_ckpt_path(self.trainer, config.get("ckpt_path"))
+        if path not in (None, "last", "best", "hpc", "registry"):
+            sharded_ok = isinstance(self.trainer.strategy, FSDP2Strategy)
+            check_loadable(Path(path), sharded_ok)
+        config["ckpt_path"] = path

@@ -5,8 +5,9 @@
 ``--print_config`` prints the resolved config. Each run writes into a directory of its own
 (:mod:`lit_align.runs`): ``--overwrite true`` replaces a named one, ``--ckpt_path`` resumes one.
 
-Errors in the user's data or run directory print one line (``error: ...``) and exit with
-status 2; ``--debug`` or ``LIT_ALIGN_DEBUG=1`` shows the traceback instead.
+Errors the user can fix (data, run directory, checkpoint, flags) print one line
+(``lit-align: error: ...``, :mod:`lit_align.failures`) and exit with status 1; ``--debug`` or
+``LIT_ALIGN_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lit_align import console
 from lit_align.callbacks.progress import ConsoleProgress
 from lit_align.callbacks.throughput import ThroughputLogger
+from lit_align.checkpointing import CheckpointArguments
 from lit_align.data.datamodule import PreferenceDataModule
-from lit_align.data.formats import DataError
+from lit_align.failures import reported_errors
 from lit_align.module import AlignmentModule
-from lit_align.runs import RunDirectory, RunDirectoryError, claim, resumed_version
+from lit_align.runs import RunDirectory, claim, resumed_version
 
 
 class Command(NamedTuple):
@@ -44,10 +46,9 @@ COMMANDS = {
     "study": Command("lit_align.study.run:main", "compare losses over seeds and settings"),
     "export": Command("lit_align.export:main", "turn a checkpoint into a Hugging Face model dir"),
 }
-USER_ERRORS = (DataError, RunDirectoryError)  # reported in one line, without a traceback
 
 
-class AlignCLI(LightningCLI):
+class AlignCLI(CheckpointArguments, LightningCLI):
     """LightningCLI with lit_align's module and data module, run directories and console.
 
     The model owns its optimizer and schedule (``--model.optimizer``, ``--model.schedule``), so
@@ -179,7 +180,7 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Never mutates ``sys.argv``: Lightning re-executes it to start other ranks."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("LIT_ALIGN_DEBUG", "") not in ("", "0")
+    debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     if not args or args[0] in ("-h", "--help"):
         print(usage())
@@ -187,17 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     if args[0] not in COMMANDS:
         raise SystemExit(f"{usage()}\n\nlit-align: unknown command {args[0]!r}")
     entry = COMMANDS[args[0]].entry
-    try:
+    with reported_errors(debug):  # one line for the errors users fix, not a traceback
         if entry == LIGHTNING:
             run_lightning_cli(args)
         else:
             module, function = entry.split(":")
             getattr(importlib.import_module(module), function)(args[1:])
-    except USER_ERRORS as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from torch.distributed.fsdp import (
     fully_shard,
 )
 
-from lit_align import checkpointing
+from lit_align import checkpointing, safe_unpickle
 from lit_align.launchers import launcher_mismatch
 from lit_align.models import CausalLMScorer
 
@@ -130,6 +130,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         process_group_backend: ``nccl``, ``gloo``, …; None picks by device
             (``cuda:nccl,cpu:gloo`` with ``cpu_offload``, whose gradients live on the CPU).
         timeout: timeout of collective operations (``H:MM:SS`` on the command line).
+        trust_checkpoint: load sharded checkpoints with plain ``pickle`` (any object, any code
+            they name). False (the default) admits only the checkpoint format's own types:
+            see :mod:`lit_align.safe_unpickle`.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         save_distributed_checkpoint: bool = True,
         process_group_backend: str | None = None,
         timeout: timedelta | None = default_pg_timeout,
+        trust_checkpoint: bool = False,
     ) -> None:
         for flag, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
             if value not in _DTYPES:
@@ -164,6 +168,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.reshard_after_forward = reshard_after_forward
         self.reduce_every_micro_batch = reduce_every_micro_batch
         self.cpu_offload = cpu_offload
+        self.trust_checkpoint = trust_checkpoint
 
     def setup_environment(self) -> None:
         """Validate the launch and precision, then join the process group and build the mesh."""
@@ -236,12 +241,40 @@ class FSDP2Strategy(ModelParallelStrategy):
     def load_checkpoint(
         self, checkpoint_path: str | Path, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """Clean the leftovers of an interrupted save of ``checkpoint_path`` (rank 0), then load."""
+        """Clean the leftovers of an interrupted save of ``checkpoint_path`` (rank 0), then load.
+
+        A sharded checkpoint is read without running code from it unless ``trust_checkpoint``
+        (:mod:`lit_align.safe_unpickle`); a single file goes through Lightning's own loader.
+        """
         path = Path(self.broadcast(str(checkpoint_path)))
         if self.is_global_zero:
             checkpointing.recover(path)
         self.barrier("checkpoint recovered")
-        return super().load_checkpoint(path, weights_only=weights_only)
+        checkpointing.check_loadable(path, sharded_ok=True)
+        if not path.is_dir():
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return self._load_sharded(path, weights_only)
+
+    def _load_sharded(self, path: Path, weights_only: bool | None) -> dict[str, Any]:
+        """Lightning's sharded load (``model_parallel._load_checkpoint``) with the safe reader."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        module, trusted = self.model, self.trust_checkpoint
+        state = {"state_dict": get_model_state_dict(module)}
+        safe_unpickle.load_dcp(state, path, trusted)
+        module.load_state_dict(state["state_dict"], strict=self.lightning_module.strict_loading)
+        for index, optimizer in enumerate(self.optimizers):
+            key = f"optimizer_{index}"
+            optim_state = {key: get_optimizer_state_dict(module, optimizer)}
+            safe_unpickle.load_dcp(optim_state, path, trusted)
+            options = StateDictOptions(cpu_offload=True)
+            set_optimizer_state_dict(module, optimizer, optim_state[key], options=options)
+        return safe_unpickle.load_lightning_meta(path, trusted, weights_only)
 
     def model_to_device(self) -> None:
         """Move the module to its device; with ``cpu_offload``, leave the sharded scorers alone.

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
+import torch
 import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_align import checkpointing, safe_unpickle
+from lit_align.finite import NonFiniteWeightsError, describe, nonfinite
 from lit_align.lora import is_peft_model, save_peft
 
 
@@ -34,6 +39,7 @@ def export_hf(
     the adapters alone (see :func:`lit_align.lora.save_peft`).
     """
     state = _full_state_dict(model)
+    _require_finite(model, state, dirpath)
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0:
         os.makedirs(dirpath, exist_ok=True)
@@ -47,28 +53,54 @@ def export_hf(
     return dirpath
 
 
-def load_checkpoint_weights(module: nn.Module, ckpt_path: str) -> None:
+def _require_finite(model: nn.Module, state: dict | None, dirpath: str) -> None:
+    """Refuse to export non-finite weights (rank 0 checks the full state; all ranks raise)."""
+    named = state.items() if state is not None else model.named_parameters()
+    bad = nonfinite(named)
+    device = next(model.parameters()).device  # where the process group's backend works
+    count = torch.tensor(float(len(bad)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+    if float(count) > 0:
+        where = describe(bad) if bad else "tensors rank 0 holds"
+        raise NonFiniteWeightsError(
+            f"refused to export to {dirpath}: non-finite weights in {where}; the run diverged"
+        )
+
+
+def load_checkpoint_weights(module: nn.Module, ckpt_path: str, trusted: bool = False) -> None:
     """Load a lit_align checkpoint's weights into ``module`` (built, unsharded, one process).
 
     Accepts Lightning's single-file checkpoint (read with ``weights_only=True``) and the
     distributed-checkpoint directory written by ``FSDP2Strategy`` on any number of ranks
-    (resharded on load). Only model weights are read; optimizer state is ignored. Only load
-    directories you trust: ``torch.distributed.checkpoint`` unpickles their ``.metadata`` file
-    without the ``weights_only`` restrictions.
+    (resharded on load). Only model weights are read; optimizer state is ignored. A directory's
+    metadata is read without running code from it unless ``trusted``
+    (:mod:`lit_align.safe_unpickle`). Non-finite weights are refused.
     """
-    import torch
-
-    if os.path.isdir(ckpt_path):
-        import torch.distributed.checkpoint as dcp
-
+    path = Path(ckpt_path)
+    checkpointing.check_loadable(path, sharded_ok=True)
+    if path.is_dir():
         state = {"state_dict": module.state_dict()}
-        dcp.load(state, checkpoint_id=ckpt_path)  # fills the tensors in place
-        module.load_state_dict(state["state_dict"])
-    elif os.path.isfile(ckpt_path):
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(checkpoint["state_dict"])
+        safe_unpickle.load_dcp(state, path, trusted)  # fills the tensors in place
     else:
-        raise FileNotFoundError(f"--ckpt_path: no checkpoint file or directory at {ckpt_path!r}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    bad = nonfinite(state["state_dict"].items())
+    if bad:
+        raise NonFiniteWeightsError(f"--ckpt_path {path}: non-finite weights in {describe(bad)}")
+    module.load_state_dict(state["state_dict"])
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Refuse a non-empty ``--output`` (stale files would mix in); ``overwrite`` empties it."""
+    target = Path(output)
+    if not (target.is_dir() and any(target.iterdir())):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"--output {output} is not empty: choose a new directory, or pass --overwrite=true "
+            "to replace its contents"
+        )
+    shutil.rmtree(target)
 
 
 _RUN_CONFIG_KEYS = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler")
@@ -104,10 +136,20 @@ def main(argv: list[str] | None = None) -> str:
         default=True,
         help="LoRA policies: merge the adapters into the base model (false: adapters only)",
     )
+    parser.add_argument(
+        "--overwrite", type=bool, default=False, help="replace the contents of a non-empty --output"
+    )
+    parser.add_argument(
+        "--trust_checkpoint",
+        type=bool,
+        default=False,
+        help="read a sharded checkpoint with plain pickle (only for files you made yourself)",
+    )
     args = parser.parse_args(argv)
+    prepare_output(args.output, args.overwrite)
     module = module_from_run_config(args.config)
     module.configure_model()
-    load_checkpoint_weights(module, args.ckpt_path)
+    load_checkpoint_weights(module, args.ckpt_path, args.trust_checkpoint)
     path = export_hf(module.policy.model, module.tokenizer, args.output, args.merge_adapters)
     print(f"exported {args.ckpt_path} to {path}")
     return path

@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lit_align.finite import require_finite
 from lit_align.logps import naive_response_logps, response_logps, selected_logps
 from lit_align.lora import LoRASettings
 from lit_align.types import PreferenceBatch, SequenceLogps
@@ -164,9 +165,31 @@ def build_causal_lm(
                 attn_implementation=cfg.attn_implementation,
                 trust_remote_code=cfg.trust_remote_code,
             )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         path, **hub, attn_implementation=cfg.attn_implementation, dtype=dtype, **cfg.config
     )
+    require_finite(model, f"--model.policy.pretrained {path}", "the weight files are damaged")
+    return model
+
+
+def check_vocab(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse a tokenizer with more tokens than ``cfg.pretrained``'s embedding rows.
+
+    Reads only the model's config, so it can run before any data is tokenised; otherwise the
+    first forward fails with an ``IndexError`` on an out-of-range token id.
+    """
+    if cfg.pretrained is None:
+        return
+    _check_local(cfg.pretrained, "--model.policy.pretrained")
+    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    config = AutoConfig.from_pretrained(os.path.expanduser(cfg.pretrained), **hub, **cfg.config)
+    vocab = getattr(config.get_text_config(), "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ValueError(
+            f"--model.policy.tokenizer {cfg.tokenizer!r} has {len(tokenizer)} tokens, more than "
+            f"the {vocab} embedding rows of --model.policy.pretrained {cfg.pretrained!r}: use the "
+            "model's own tokenizer (leave --model.policy.tokenizer unset) or one of its size"
+        )
 
 
 def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:

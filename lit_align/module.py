@@ -39,6 +39,9 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
+from lit_align.callbacks.preemption import PreemptionCheckpoint
+from lit_align.callbacks.resume_guard import ResumeGuard
+from lit_align.callbacks.weight_guard import WeightGuard
 from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
@@ -47,6 +50,7 @@ from lit_align.models import (
     CausalLMScorer,
     PolicyConfig,
     build_causal_lm,
+    check_vocab,
     compile_blocks,
     frozen_copy,
     load_tokenizer,
@@ -125,6 +129,10 @@ class AlignmentModule(LightningModule):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.policy_config)
         return self._tokenizer
+
+    def prepare_data(self) -> None:
+        """Checks that need only the configs, before the data module tokenises anything."""
+        check_vocab(self.policy_config, self.tokenizer)
 
     def configure_model(self) -> None:
         """Build the policy (and the frozen reference when the loss needs one), then shard them.
@@ -216,8 +224,27 @@ class AlignmentModule(LightningModule):
             "sync_dist": not training,  # step values stay local: no collective per step
             "batch_size": batch_size,
         }
-        self.log(f"{prefix}loss", record.loss, prog_bar=True, **options)
+        loss = self._global_loss(record.loss) if training else record.loss
+        self.log(f"{prefix}loss", loss, prog_bar=True, **options)
         self.log_dict({f"{prefix}{k}": v for k, v in metrics.items()}, **options)
+
+    def _global_loss(self, loss: Tensor) -> Tensor:
+        """The mean of the ranks' losses on steps the logger writes (a collective), else local."""
+        trainer = self._trainer
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and trainer._logger_connector.should_update_logs
+        ):
+            return trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")  # in place
+        return loss
+
+    def configure_callbacks(self) -> list:
+        """Always on, unless configured in ``--trainer.callbacks``: save on SIGTERM, refuse
+        unloadable checkpoints, non-finite weights and resumes with another loss or data."""
+        present = tuple(type(callback) for callback in self.trainer.callbacks)
+        defaults = [PreemptionCheckpoint(), WeightGuard(), ResumeGuard()]
+        return [callback for callback in defaults if not isinstance(callback, present)]
 
     # -------------------------------------------------------------- gradients
     def on_after_backward(self) -> None:

@@ -47,6 +47,12 @@ class _State:
     active: list[str] = field(default_factory=list)  # window conditions holding now
     counts: dict[str, int] = field(default_factory=dict)
     rollback: list | None = None  # [path, global_step, restores in a row] of the last rollback
+    skipped: int = 0  # optimizer steps skipped by skip_step, in all
+    skip_streak: int = 0  # ... in a row, up to the last step
+
+
+class InstabilityError(RuntimeError):
+    """Training cannot go on: ``skip_step`` fired on too many steps in a row."""
 
 
 class InstabilityMonitor(Callback):
@@ -65,7 +71,10 @@ class InstabilityMonitor(Callback):
     else best, checkpoint, and go on with the next batch and the LR schedule — or stop if there
     is none or after ``max_consecutive_rollbacks`` restores of it; ``stop``: save
     ``<log_dir>/instability-stop-step=<step>.ckpt`` and stop. Gradient kinds that roll back or
-    stop also skip their update.
+    stop also skip their update. More than ``max_consecutive_skips`` skipped steps in a row
+    escalate: the weights (unchanged by the skipped steps) are saved like ``stop`` does and
+    :class:`InstabilityError` ends the run with a non-zero exit. The summary printed when fit
+    ends (or escalates) counts the skipped steps.
 
     Args:
         actions: kind → ``log``, ``skip_step``, ``reduce_lr``, ``rollback`` or ``stop``; default
@@ -83,6 +92,7 @@ class InstabilityMonitor(Callback):
         lr_factor: ``reduce_lr`` multiplier; in (0, 1).
         min_lr: ``reduce_lr`` floor; >= 0.
         max_consecutive_rollbacks: restores of one checkpoint before stopping instead; >= 1.
+        max_consecutive_skips: skipped steps in a row before the run fails; >= 1 or None (never).
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class InstabilityMonitor(Callback):
         lr_factor: float = 0.5,
         min_lr: float = 0.0,
         max_consecutive_rollbacks: int = 3,
+        max_consecutive_skips: int | None = 10,
     ) -> None:
         self.actions = {**DEFAULT_ACTIONS, **(actions or {})}
         thresholds = dict(
@@ -121,6 +132,9 @@ class InstabilityMonitor(Callback):
         _check(0 < lr_factor < 1, "lr_factor", "in (0, 1)", lr_factor)
         _check(min_lr >= 0, "min_lr", ">= 0", min_lr)
         _check(rollbacks >= 1, "max_consecutive_rollbacks", ">= 1", rollbacks)
+        skips = max_consecutive_skips
+        _check(skips is None or skips >= 1, "max_consecutive_skips", ">= 1 or None", skips)
+        self.max_consecutive_skips = skips
         for kind, action in self.actions.items():
             _check(kind in KINDS, "actions", f"keyed by kinds {KINDS}", kind)
             allowed = ACTIONS if kind in GRADIENT_KINDS else LATE_ACTIONS
@@ -147,6 +161,9 @@ class InstabilityMonitor(Callback):
             self._check_record(trainer, record)
         self._resolve(trainer, pl_module)
         self._opt_step = None
+        limit = self.max_consecutive_skips
+        if limit is not None and self.state.skip_streak > limit:
+            self._escalate(trainer, limit)
         counts = {f"instability/{kind}": float(n) for kind, n in self.state.counts.items()}
         counts["instability/events"] = float(sum(self.state.counts.values()))
         pl_module.log_dict(counts, on_step=True, on_epoch=False, batch_size=1)
@@ -160,9 +177,31 @@ class InstabilityMonitor(Callback):
             open(os.path.join(self._log_dir, EVENT_LOG), "a").close()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rank_zero_info(self.summary())
+
+    def summary(self) -> str:
+        """One line: the events by kind, the steps skipped, where the event log is."""
         parts = [f"{k} x{n} ({self.actions.get(k, 'log')})" for k, n in self.state.counts.items()]
         where = os.path.join(self._log_dir, EVENT_LOG)
-        rank_zero_info(f"instability: {', '.join(parts) or 'no events'}; event log: {where}")
+        skipped = f"{self.state.skipped} steps skipped"
+        return f"instability: {', '.join(parts) or 'no events'}; {skipped}; event log: {where}"
+
+    def _escalate(self, trainer: Trainer, limit: int) -> None:
+        """Save the last good weights (the skipped steps left them alone) and fail the run."""
+        step = trainer.global_step
+        path = self._save_stop(trainer, step)
+        rank_zero_info(self.summary())
+        raise InstabilityError(
+            f"step {step}: {self.state.skip_streak} optimizer steps in a row skipped (more than "
+            f"InstabilityMonitor max_consecutive_skips={limit}); the last good weights are in "
+            f"{path}; lower --optimizer.init_args.lr or check the data"
+        )
+
+    def _save_stop(self, trainer: Trainer, step: int) -> str:
+        """Save ``instability-stop-step=<step>.ckpt`` (a collective) and return its path."""
+        path = os.path.join(self._log_dir, f"instability-stop-step={step}.ckpt")
+        trainer.save_checkpoint(path)  # every rank took the same decision
+        return path
 
     def _check_record(self, trainer: Trainer, record: StepRecord) -> None:
         margin = record.chosen_rewards.mean() - record.rejected_rewards.mean()
@@ -243,14 +282,17 @@ class InstabilityMonitor(Callback):
                 event["action"] = "rollback" if restored else "stop"
         stops = [event for event in events if event["action"] == "stop"]
         if stops:
-            path = os.path.join(self._log_dir, f"instability-stop-step={stops[0]['step']}.ckpt")
-            trainer.save_checkpoint(path)  # collective: every rank took the same decision
+            path = self._save_stop(trainer, stops[0]["step"])
             trainer.should_stop = True
             for event in stops:
                 event["detail"] = _join(event["detail"], f"saved {path}")
         for event in events:
             self.state.counts[event["kind"]] = self.state.counts.get(event["kind"], 0) + 1
             self._write(trainer, event)
+        if self._opt_step is not None:  # this batch ended an optimizer step
+            skipped = any(event["action"] == "skip_step" for event in events)
+            self.state.skipped += skipped
+            self.state.skip_streak = self.state.skip_streak + 1 if skipped else 0
 
     def _rollback(self, trainer: Trainer, pl_module: LightningModule) -> tuple[bool, str]:
         """Restore the last checkpoint; False if there is none or it was restored too often."""

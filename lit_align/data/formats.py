@@ -35,6 +35,7 @@ Every error is a :class:`DataError` naming the source, split, row index and fiel
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -175,6 +176,8 @@ def _scores(row: dict[str, Any], ctx: RowContext) -> dict[str, float]:
     for name in SCORE_FIELDS:
         if isinstance(row[name], bool) or not isinstance(row[name], (int, float)):
             raise ctx.error(name, f"expected a number, got {type(row[name]).__name__}")
+        if not math.isfinite(row[name]):  # NaN passes every comparison, inf zeroes losses
+            raise ctx.error(name, f"expected a finite number, got {row[name]!r}")
     return {name: float(row[name]) for name in SCORE_FIELDS}
 
 
