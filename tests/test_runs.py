@@ -60,7 +60,8 @@ def test_second_run_into_a_named_directory_is_refused_in_one_line(tmp_path, monk
         _fit("--model.loss=DPO")
     assert exit_.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-2].startswith("lit-align: error: run directory runs/quickstart/sft already holds a run")
+    message = "lit-align: error: run directory runs/quickstart/sft already holds a run"
+    assert err[-2].startswith(message)
     assert "Traceback" not in "\n".join(err)
     assert sorted(p.name for p in run.iterdir()) == first  # nothing written into it
     _fit("--overwrite=true", "--trainer.max_steps=3")
