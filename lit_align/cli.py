@@ -91,6 +91,7 @@ class AlignCLI(CheckpointArguments, LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
+        super().before_fit()  # --ckpt_path checked and resolved first (CheckpointArguments)
         self._claim_run_dir()
 
     def before_validate(self) -> None:
