@@ -50,6 +50,10 @@ def main() -> None:
         from lit_align.export import main as export_main
 
         export_main(sys.argv[2:])
+    elif command == "real-model":
+        from lit_align.real_model import main as real_model_main
+
+        real_model_main(sys.argv[2:])
     elif command == "study":
         from lit_align.study.run import main as study_main
 

@@ -57,6 +57,10 @@ class PolicyConfig:
             ``_no_split_modules``. Needed only for models that declare none.
         lora: train low-rank adapters (``peft``) instead of the full model; the reference is
             then the same model with its adapters disabled (no second copy).
+        gguf_file: a GGUF checkpoint (llama.cpp's format) in ``pretrained`` (a directory or hub
+            repository) to load model and tokenizer from; transformers dequantises its weights
+            to ``dtype`` (needs the ``gguf`` package). The model is then an ordinary one:
+            trainable, shardable, exportable.
     """
 
     pretrained: str | None = None
@@ -70,6 +74,7 @@ class PolicyConfig:
     meta_init: bool | None = None
     decoder_layers: str | None = None
     lora: LoRASettings | None = None
+    gguf_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -80,6 +85,11 @@ class PolicyConfig:
             raise ValueError(
                 "--model.policy.tokenizer is required when --model.policy.pretrained is not set "
                 "(a new model needs a tokenizer for its vocabulary size)"
+            )
+        if self.gguf_file and self.pretrained is None:
+            raise ValueError(
+                "--model.policy.gguf_file needs --model.policy.pretrained: the directory or hub "
+                f"repository holding {self.gguf_file!r}"
             )
         if self.meta_init and self.pretrained is None:
             raise ValueError(
@@ -99,16 +109,34 @@ def _check_local(name: str, flag: str) -> None:
         raise FileNotFoundError(f"{flag}: directory {name!r} does not exist")
 
 
+def _gguf_kwargs(gguf_file: str | None, path: str) -> dict[str, str]:
+    """``{"gguf_file": ...}`` for ``from_pretrained``, checked to exist in a local ``path``."""
+    if not gguf_file:
+        return {}
+    if _is_local_path(path) and not os.path.isfile(os.path.join(path, gguf_file)):
+        raise FileNotFoundError(
+            f"--model.policy.gguf_file: {gguf_file!r} is not a file in {path!r} "
+            "(--model.policy.pretrained)"
+        )
+    return {"gguf_file": gguf_file}
+
+
 def load_tokenizer(cfg: PolicyConfig) -> PreTrainedTokenizerBase:
-    """The tokenizer named by ``cfg.tokenizer`` (or ``cfg.pretrained``), with a pad token."""
+    """The tokenizer named by ``cfg.tokenizer`` (or ``cfg.pretrained``), with a pad token.
+
+    Without ``cfg.tokenizer``, a ``cfg.gguf_file`` checkpoint supplies its own tokenizer.
+    """
     name = cfg.tokenizer or cfg.pretrained
     assert name is not None  # guaranteed by PolicyConfig.__post_init__
     if name.startswith(BUILTIN_PREFIX):
         tokenizer = _builtin_tokenizer(name)
     else:
         _check_local(name, "--model.policy.tokenizer")
+        path = os.path.expanduser(name)
+        own = cfg.tokenizer in (None, cfg.pretrained)  # the checkpoint's own tokenizer
+        gguf = _gguf_kwargs(cfg.gguf_file if own else None, path)
         tokenizer = AutoTokenizer.from_pretrained(
-            os.path.expanduser(name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **gguf
         )
     if tokenizer.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding is masked, so eos is safe to reuse.
@@ -155,6 +183,7 @@ def build_causal_lm(
     _check_local(cfg.pretrained, "--model.policy.pretrained")
     path = os.path.expanduser(cfg.pretrained)
     hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    hub |= _gguf_kwargs(cfg.gguf_file, path)
     if meta:
         config = AutoConfig.from_pretrained(path, **hub, **cfg.config)
         with torch.device("meta"):
@@ -164,9 +193,29 @@ def build_causal_lm(
                 attn_implementation=cfg.attn_implementation,
                 trust_remote_code=cfg.trust_remote_code,
             )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         path, **hub, attn_implementation=cfg.attn_implementation, dtype=dtype, **cfg.config
     )
+    return _dequantised(model) if cfg.gguf_file else model
+
+
+def _dequantised(loaded: PreTrainedModel) -> PreTrainedModel:
+    """A GGUF-loaded model as an ordinary one.
+
+    transformers dequantises GGUF weights into plain tensors but keeps the model flagged as
+    quantised (``config.quantization_config``, ``hf_quantizer``), which ``save_pretrained``
+    ("not serializable") and ``peft`` refuse: the architecture is rebuilt from the config
+    without the flag and the dequantised state dict is loaded into it.
+    """
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=loaded.dtype, attn_implementation=config._attn_implementation
+    )
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model.eval()  # as from_pretrained returns it
 
 
 def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:
