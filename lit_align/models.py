@@ -203,9 +203,9 @@ def _dequantised(loaded: PreTrainedModel) -> PreTrainedModel:
     """A GGUF-loaded model as an ordinary one.
 
     transformers dequantises GGUF weights into plain tensors but keeps the model flagged as
-    quantised (``config.quantization_config``, ``hf_quantizer``), which ``save_pretrained``
-    ("not serializable") and ``peft`` refuse: the architecture is rebuilt from the config
-    without the flag and the dequantised state dict is loaded into it.
+    quantised (``config.quantization_config``, ``hf_quantizer``), and ``save_pretrained``
+    refuses it ("not serializable"): the architecture is rebuilt from the config without the
+    flag and the dequantised state dict is loaded into it.
     """
     config = loaded.config
     if hasattr(config, "quantization_config"):
