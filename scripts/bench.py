@@ -1,4 +1,5 @@
-"""Training-step throughput and memory of lit_align on a named model shape (random weights).
+"""Training-step throughput and memory of lit_align on a named model shape (random weights) or
+a pretrained model directory (``--pretrained DIR``, e.g. SmolLM2 from ``lit-align real-model``).
 
 Builds the model through lit_align's own path (``AlignmentModule.configure_model``), feeds
 synthetic pairs with the lengths given through the real collators (padded, or packed with
@@ -13,6 +14,10 @@ each decoder layer (keep ``--warmup`` ≥ 2: the first steps compile). ``--find-
 each, until CUDA runs out of memory or ``--search-limit``; they report the largest that ran.
 
 Tokens counted: non-pad tokens of prompt+chosen and prompt+rejected (as in the peers' numbers).
+On a CPU shared with other jobs, wall time measures the neighbours too: ``cpu_seconds`` and
+``tokens_per_cpu_s`` count this process's CPU time instead (equal to wall time on idle cores
+with ``OMP_NUM_THREADS=1``).
+
 MFU = tokens/s × FLOPs/token / peak FLOP/s, with FLOPs/token = 2·N per forward and 4·N per
 backward of the policy (6·N), plus 2·N for an on-the-fly reference forward; N counts every
 matmul weight once (embeddings excluded, lm_head included, so a tied matrix counts once);
@@ -21,6 +26,8 @@ attention score FLOPs are left out, so MFU is slightly understated at long lengt
 Examples::
 
     python scripts/bench.py --shape tiny --steps 3                 # CPU smoke test
+    python scripts/bench.py --pretrained "$(lit-align real-model)" --batch-size 2 \
+        --prompt-len 32 64 --response-len 32 96 --max-length 160      # SmolLM2-135M on CPU
     python scripts/bench.py --shape qwen2.5-0.5b --batch-size 4 --dtype bfloat16 --json out.json
     python scripts/bench.py --shape qwen2.5-0.5b --dtype bfloat16 --reference precomputed \
         --packing --compile --find-max-batch
@@ -70,6 +77,11 @@ SHAPES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument(
+        "--pretrained",
+        metavar="DIR",
+        help="a Hugging Face model directory or hub id to load instead of --shape",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="pairs per step")
     p.add_argument("--prompt-len", type=int, nargs=2, default=(128, 384), metavar=("MIN", "MAX"))
     p.add_argument("--response-len", type=int, nargs=2, default=(128, 640), metavar=("MIN", "MAX"))
@@ -139,16 +151,18 @@ def synthetic_batch(args, vocab: int, gen: torch.Generator) -> PreferenceBatch:
     return pack(batch) if args.packing else batch
 
 
-def build(args, device: torch.device) -> AlignmentModule:
+def policy_config(args) -> PolicyConfig:
+    """``--pretrained`` loaded as lit_align loads it, or a new model of ``--shape``."""
+    common = {"dtype": args.dtype, "attn_implementation": args.attn}
+    if args.pretrained:
+        return PolicyConfig(pretrained=args.pretrained, **common)
     shape = dict(SHAPES[args.shape])
     arch = shape.pop("architecture")
-    policy = PolicyConfig(
-        tokenizer="builtin:sort",
-        architecture=arch,
-        config=shape,
-        dtype=args.dtype,
-        attn_implementation=args.attn,
-    )
+    return PolicyConfig(tokenizer="builtin:sort", architecture=arch, config=shape, **common)
+
+
+def build(args, device: torch.device) -> AlignmentModule:
+    policy = policy_config(args)
     loss = DPO(beta=0.1) if args.loss == "DPO" else SimPO()
     module = AlignmentModule(
         policy=policy,
@@ -188,7 +202,7 @@ def run(args) -> dict:
             _sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
         out, _ = module(batch.to(device))
         out.loss.backward()
         optimizer.step()
@@ -197,12 +211,12 @@ def run(args) -> dict:
             tokens += int(batch.attention_mask.sum())
             cells += batch.attention_mask.numel()  # what the padded layout computes
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     n = matmul_params(module.policy.model)
     flops_per_token = (6 + (2 if module.reference is not None else 0)) * n
     tps = tokens / seconds
     return {
-        "shape": args.shape,
+        "shape": f"pretrained {args.pretrained}" if args.pretrained else args.shape,
         "loss": args.loss,
         "dtype": args.dtype,
         "logps": args.logps,
@@ -219,6 +233,9 @@ def run(args) -> dict:
         "step_time_s": seconds / args.steps,
         "tokens_per_s": tps,
         "pairs_per_s": args.batch_size * args.steps / seconds,
+        # CPU time of this process (all its threads): what a step costs on a shared machine
+        "cpu_seconds": cpu_seconds,
+        "tokens_per_cpu_s": tokens / cpu_seconds,
         "padding_fraction": 1 - tokens / cells,  # of a padded batch; packing computes none
         "matmul_params": n,
         "mfu": tps * flops_per_token / (args.peak_tflops * 1e12),

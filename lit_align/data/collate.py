@@ -92,8 +92,9 @@ def tokenize_row(
     Prompt and responses are tokenised separately, as the model sees them at generation time,
     so the boundary between them is exact whatever the tokenizer would merge across it. The
     prompt starts with ``prefix`` (see :func:`special_prefix`) unless it already does (chat
-    templates often render BOS themselves); each response ends with eos. Returns
-    ``prompt_ids``, ``<response>_ids`` per response field, ``truncated``, ``dropped``, ``length``
+    templates often render BOS themselves); each response ends with exactly one eos (see
+    :func:`response_ids`). Returns ``prompt_ids``, ``<response>_ids`` per response field,
+    ``prompt_length`` (prompt tokens before any cut), ``truncated``, ``dropped``, ``length``
     (prompt + longest response, for length grouping), and the scores or label carried through
     (scores None when the row has none).
     """
@@ -102,8 +103,7 @@ def tokenize_row(
     if prefix and body[: len(prefix)] == prefix:
         body = body[len(prefix) :]
     names = [name for name in RESPONSE_FIELDS if name in row]
-    eos = [tokenizer.eos_token_id]
-    responses = [tokenizer(row[n], add_special_tokens=False)["input_ids"] + eos for n in names]
+    responses = [response_ids(row[name], tokenizer) for name in names]
     longest = max(len(r) for r in responses)
     keep = max(trunc.prompt_keep(len(prefix) + len(body), longest) - len(prefix), 0)
     prompt = prefix + (body[len(body) - keep :] if trunc.prompt_side == "keep_end" else body[:keep])
@@ -112,6 +112,7 @@ def tokenize_row(
     out = {f"{name}_ids": ids[:room] for name, ids in zip(names, responses)}
     out.update(
         prompt_ids=prompt,
+        prompt_length=len(prefix) + len(body),
         truncated=truncated,
         dropped=truncated and trunc.policy == "drop",
         length=len(prompt) + min(longest, room),
@@ -119,6 +120,24 @@ def tokenize_row(
     if "label" in row:
         return {**out, "label": row["label"]}
     return {**out, **{name: row.get(name) for name in ("score_chosen", "score_rejected")}}
+
+
+def response_ids(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of a response, ending with exactly one eos.
+
+    A chat template whose end-of-turn token is the eos (ChatML's ``<|im_end|>``: SmolLM2,
+    Qwen2.5) has already closed the turn: the response then ends at that eos, and what the
+    template writes after it (a newline) is dropped, since generation stops at the eos. Any
+    other response (plain text, or a template closing its turns with another token) gets the
+    eos appended.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        end = len(ids) - ids[::-1].index(eos)  # just after the last eos
+        if not tokenizer.decode(ids[end:]).strip():
+            return ids[:end]
+    return ids + [eos]
 
 
 class PreferenceCollator:

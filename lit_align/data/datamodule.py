@@ -266,9 +266,16 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         layout = "unpaired" if self.stats and self.stats["train"].unpaired else "paired"
         how = "auto-detected" if hp.format == "auto" else "--data.format"
         kl = ", with KL rows" if self.kl_rows else ""
+        if t.max_prompt_length:
+            prompts = f"prompts cut to max_prompt_length={t.max_prompt_length}"
+        else:  # prompt_limit is then a floor, not a cap: long prompts of short rows stay whole
+            prompts = (
+                f"a prompt is cut only when its row exceeds max_length, never below "
+                f"{t.prompt_limit} tokens (max_length // 2)"
+            )
         lines = [
             f"data: {hp.dataset!r} format={self.format} ({how}), {layout}{kl}; "
-            f"max_length={t.max_length}, prompt limit={t.prompt_limit} ({t.prompt_side}), "
+            f"max_length={t.max_length}; {prompts}, keeping its {t.prompt_side[5:]}; "
             f"truncation={t.policy}, on_bad_rows={hp.on_bad_rows}"
         ]
         for split, stats in self.stats.items():

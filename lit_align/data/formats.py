@@ -45,6 +45,17 @@ FORMATS = ("paired", "conversational", "implicit_prompt", "unpaired")
 SCORE_FIELDS = ("score_chosen", "score_rejected")
 CANONICAL_FIELDS = ("prompt", "chosen", "rejected", "completion", "label", *SCORE_FIELDS)
 HH_ASSISTANT = "\n\nAssistant:"
+TURN_MARKERS = (
+    "\n\nHuman:",
+    HH_ASSISTANT,
+    "<|im_start|>",  # ChatML (SmolLM2, Qwen)
+    "<|start_header_id|>",  # Llama 3
+    "<start_of_turn>",  # Gemma
+    "[INST]",  # Llama 2, Mistral
+)
+"""Strings that open a dialogue turn; a response holding one runs on into another turn."""
+EMPTY = "empty response"
+IDENTICAL = "identical pair"
 _REQUIRED = {
     "paired": ("prompt", "chosen", "rejected"),
     "conversational": ("chosen", "rejected"),
@@ -59,9 +70,12 @@ class DataError(ValueError):
     Attributes:
         detail: for a bad row, the message without the source and split
             (``row 3, field 'label': ...``), as the start-up summary lists skipped rows.
+        kind: what the start-up summary counts it as: :data:`EMPTY`, :data:`IDENTICAL`, or
+            ``malformed`` (anything else).
     """
 
     detail: str = ""
+    kind: str = "malformed"
 
 
 class RowContext:
@@ -70,10 +84,10 @@ class RowContext:
     def __init__(self, source: str, split: str, index: int) -> None:
         self.source, self.split, self.index = source, split, index
 
-    def error(self, field: str, problem: str) -> DataError:
+    def error(self, field: str, problem: str, kind: str = "malformed") -> DataError:
         detail = f"row {self.index}, field {field!r}: {problem}"
         err = DataError(f"{self.source!r}, split {self.split!r}, {detail}")
-        err.detail = detail
+        err.detail, err.kind = detail, kind
         return err
 
 
@@ -127,8 +141,16 @@ def normalize_row(
         out = {name: text(row, name, ctx) for name in ("prompt", "chosen", "rejected")}
         out["prompt"] = f"{system_prompt}\n{out['prompt']}" if system_prompt else out["prompt"]
     if out["chosen"] == out["rejected"]:
-        raise ctx.error("rejected", "identical to 'chosen'; a pair needs two different responses")
+        raise ctx.error(
+            "rejected", "identical to 'chosen'; a pair needs two different responses", IDENTICAL
+        )
     return {**out, **_scores(row, ctx)}
+
+
+def has_turn_marker(row: dict[str, Any]) -> bool:
+    """Whether a response of canonical ``row`` holds one of :data:`TURN_MARKERS`."""
+    responses = [row[name] for name in ("chosen", "rejected", "completion") if name in row]
+    return any(marker in text for text in responses for marker in TURN_MARKERS)
 
 
 def unpair(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +179,9 @@ def text(row: dict[str, Any], name: str, ctx: RowContext) -> str:
         hint = " (messages: use --data.format conversational)" if isinstance(value, list) else ""
         raise ctx.error(name, f"expected a string, got {type(value).__name__}{hint}")
     if not value.strip():
-        raise ctx.error(name, "empty prompt" if name == "prompt" else "empty response")
+        if name == "prompt":
+            raise ctx.error(name, "empty prompt")
+        raise ctx.error(name, EMPTY, EMPTY)
     return value
 
 
@@ -208,7 +232,7 @@ def _split_implicit(row: dict[str, Any], ctx: RowContext) -> dict[str, str]:
     out = {"prompt": chosen[:end], "chosen": chosen[end:], "rejected": rejected[end:]}
     for name in ("chosen", "rejected"):
         if not out[name].strip():
-            raise ctx.error(name, "empty response after the last assistant turn marker")
+            raise ctx.error(name, "empty response after the last assistant turn marker", EMPTY)
     return out
 
 
@@ -230,7 +254,7 @@ def _turn(row: dict[str, Any], name: str, ctx: RowContext) -> list[dict[str, str
     if msgs[-1]["role"] != "assistant":
         raise ctx.error(name, "the conversation does not end with an assistant turn")
     if not msgs[-1]["content"].strip():
-        raise ctx.error(name, "empty response")
+        raise ctx.error(name, EMPTY, EMPTY)
     return msgs
 
 

@@ -23,7 +23,16 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_align.data import collate, formats
 from lit_align.data.collate import Truncation, special_prefix, tokenize_row
-from lit_align.data.formats import DataError, RowContext, flip, normalize_row, unpair
+from lit_align.data.formats import (
+    EMPTY,
+    IDENTICAL,
+    DataError,
+    RowContext,
+    flip,
+    has_turn_marker,
+    normalize_row,
+    unpair,
+)
 from lit_align.data.sources import ROW_COLUMN
 
 _IDS = datasets.List(datasets.Value("int32"))
@@ -33,7 +42,12 @@ _COMMON = {
     "dropped": datasets.Value("bool"),
     "length": datasets.Value("int32"),
     "error": datasets.Value("string"),
+    "error_kind": datasets.Value("string"),
+    "prompt_length": datasets.Value("int32"),
+    "turn_marker": datasets.Value("bool"),
 }
+STATS_ONLY = ["error", "error_kind", "dropped", "prompt_length", "turn_marker"]
+"""Columns read by the start-up summary and removed before training."""
 PAIRED_FEATURES = datasets.Features(
     {**_COMMON, "chosen_ids": _IDS, "rejected_ids": _IDS}
     | {name: datasets.Value("float64") for name in formats.SCORE_FIELDS}
@@ -64,15 +78,29 @@ class Encoding:
 
 @dataclass
 class SplitStats:
-    """What happened to a split's rows, for the start-up summary and the logger."""
+    """What happened to a split's rows, for the start-up summary and the logger.
+
+    ``identical`` and ``empty`` break ``bad`` down (pairs whose responses are equal, rows with
+    an empty response); ``ties``, ``scored``, ``turn_markers`` and ``over_prompt_limit`` count
+    the kept rows: pairs with equal scores, pairs with scores, rows with a response holding a
+    dialogue turn marker (:data:`~lit_align.data.formats.TURN_MARKERS`) and prompts longer than
+    ``prompt_limit`` tokens before any cut.
+    """
 
     rows: int
     unpaired: bool
     examples: int = 0
     bad: int = 0
+    identical: int = 0
+    empty: int = 0
     truncated: int = 0
     dropped: int = 0
     desirable: int = 0
+    scored: int = 0
+    ties: int = 0
+    turn_markers: int = 0
+    over_prompt_limit: int = 0
+    prompt_limit: int = 0
     max_length: int = 0
     mean_length: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -95,10 +123,30 @@ class SplitStats:
             f"  {split}: {self.kept} {unit} kept of {self.rows} rows ({', '.join(parts)}); "
             f"tokens per row: mean {self.mean_length:.1f}, max {self.max_length}"
         ]
+        if self.bad:
+            other = self.bad - self.identical - self.empty
+            lines.append(
+                f"    bad: {self.identical} identical pairs (chosen == rejected), "
+                f"{self.empty} empty responses, {other} other"
+            )
+        lines.append(f"    {self._checks()}")
         lines += [f"    skipped {msg}" for msg in self.errors[:SHOWN_ERRORS]]
         if self.bad > SHOWN_ERRORS:
             lines.append(f"    ... and {self.bad - SHOWN_ERRORS} more bad rows")
         return lines
+
+    def _checks(self) -> str:
+        """Scores found or not, ties, turn markers in responses, prompts over the limit."""
+        if self.unpaired:
+            scores = "scores: none (unpaired rows)"
+        elif self.scored:
+            scores = f"scores: found in {self.scored} of {self.kept} pairs, {self.ties} tied"
+        else:
+            scores = "scores: not found (no score_chosen/score_rejected columns)"
+        return (
+            f"{scores}; {self.turn_markers} with a turn marker in a response; "
+            f"{self.over_prompt_limit} prompts longer than {self.prompt_limit} tokens"
+        )
 
 
 class Encoder:
@@ -138,11 +186,14 @@ class Encoder:
         except DataError as err:
             if not self.enc.skip_bad_rows:
                 raise
-            return [{**self.empty, "error": err.detail or str(err)}]
+            return [{**self.empty, "error": err.detail or str(err), "error_kind": err.kind}]
         canonical = flip(canonical) if index in self.flipped else canonical
         rows = unpair(canonical) if self.enc.unpair else [canonical]
-        trunc = self.enc.truncation
-        return [tokenize_row(r, self.tokenizer, trunc, self.prefix) for r in rows]
+        trunc, marker = self.enc.truncation, has_turn_marker(canonical)
+        return [
+            {**tokenize_row(r, self.tokenizer, trunc, self.prefix), "turn_marker": marker}
+            for r in rows
+        ]
 
 
 def prepare_split(
@@ -183,7 +234,7 @@ def prepare_split(
         cache_file_name=_cache_file(data, cache_dir, split, fp),
         desc=f"tokenizing {split}",
     )
-    stats, keep = _count(encoded, len(data), enc.unpaired)
+    stats, keep = _count(encoded, len(data), enc)
     if not keep:
         first = f" (first: {stats.errors[0]})" if stats.errors else ""
         raise DataError(
@@ -191,7 +242,7 @@ def prepare_split(
             f"({stats.bad} bad, {stats.dropped} dropped by --data.truncation drop){first}"
         )
     kept = encoded if len(keep) == len(encoded) else encoded.select(keep)
-    return kept.remove_columns(["error", "dropped"]), stats
+    return kept.remove_columns(STATS_ONLY), stats
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -204,12 +255,17 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return Hasher.hash([type(tokenizer).__name__, vocab, tokenizer.chat_template, specials])
 
 
-def _count(encoded: datasets.Dataset, rows: int, unpaired: bool) -> tuple[SplitStats, list[int]]:
-    names = ["error", "truncated", "dropped", "length"] + (["label"] if unpaired else [])
+def _count(encoded: datasets.Dataset, rows: int, enc: Encoding) -> tuple[SplitStats, list[int]]:
+    """The split's statistics and the indices of the rows kept (not bad, not dropped)."""
+    names = ["error", "error_kind", "truncated", "dropped", "length", "prompt_length"]
+    names += ["turn_marker"] + (["label"] if enc.unpaired else list(formats.SCORE_FIELDS))
     cols = encoded.select_columns(names).to_dict()
-    stats = SplitStats(rows=rows, unpaired=unpaired)
+    limit = enc.truncation.prompt_limit
+    stats = SplitStats(rows=rows, unpaired=enc.unpaired, prompt_limit=limit)
     stats.errors = [e for e in cols["error"] if e is not None]
     stats.bad = len(stats.errors)
+    stats.identical = cols["error_kind"].count(IDENTICAL)
+    stats.empty = cols["error_kind"].count(EMPTY)
     good = [i for i, e in enumerate(cols["error"]) if e is None]
     keep = [i for i in good if not cols["dropped"][i]]
     stats.examples = len(good)
@@ -218,7 +274,14 @@ def _count(encoded: datasets.Dataset, rows: int, unpaired: bool) -> tuple[SplitS
     lengths = [cols["length"][i] for i in keep]
     stats.max_length = max(lengths, default=0)
     stats.mean_length = sum(lengths) / max(len(lengths), 1)
-    stats.desirable = sum(cols["label"][i] for i in keep) if unpaired else 0
+    stats.turn_markers = sum(cols["turn_marker"][i] for i in keep)
+    stats.over_prompt_limit = sum(cols["prompt_length"][i] > limit for i in keep)
+    if enc.unpaired:
+        stats.desirable = sum(cols["label"][i] for i in keep)
+    else:
+        scores = [(cols["score_chosen"][i], cols["score_rejected"][i]) for i in keep]
+        scores = [(c, r) for c, r in scores if c is not None]
+        stats.scored, stats.ties = len(scores), sum(c == r for c, r in scores)
     return stats, keep
 
 

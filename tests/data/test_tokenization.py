@@ -135,3 +135,34 @@ def test_num_proc_gives_the_same_rows(tmp_path):
     two = make_module(path, cache_dir=str(tmp_path / "b"), num_proc=2)
     assert two.train_data.to_list() == one.train_data.to_list()
     assert len(two.train_data.cache_files) == 2  # one shard per process
+
+
+def test_a_response_the_template_closed_with_eos_gets_no_second_eos():
+    """ChatML-style templates write ``<eos>\n`` after each turn (the rendered response is
+    ``4<eos>\n``): the response ends at that eos, where generation stops, instead of
+    ``4<eos>\n<eos>``. Text after an eos is kept and gets its own eos."""
+    tok = build_bpe_tokenizer()
+    eos = tok.eos_token_id
+
+    def ids(response: str) -> list[int]:
+        row = {"prompt": "q", "chosen": response, "rejected": "5"}
+        return tokenize_row(row, tok, Truncation(32))["chosen_ids"]
+
+    assert ids("4<eos>\n") == tok("4", add_special_tokens=False)["input_ids"] + [eos]
+    assert ids("4") == tok("4", add_special_tokens=False)["input_ids"] + [eos]
+    assert ids("4<eos> 7") == tok("4<eos> 7", add_special_tokens=False)["input_ids"] + [eos]
+
+
+def test_summary_states_the_prompt_floor_and_counts_prompts_over_it(tmp_path):
+    """Without max_prompt_length, max_length // 2 is a floor that long prompts of rows that fit
+    keep exceeding; the summary says so and counts them (here 2 of 3 prompts, none cut)."""
+    rows = [
+        GOOD,
+        {**GOOD, "prompt": "sort: 9 8 7 6 5 4 3\n"},
+        {**GOOD, "prompt": "sort: 9 8 7 6 5 4\n"},
+    ]
+    dm = make_module(write_jsonl(tmp_path / "d.jsonl", rows), max_length=32)
+    summary = dm.summary()
+    assert "a prompt is cut only when its row exceeds max_length, never below 16 tokens" in summary
+    assert "scores: not found" in summary and "2 prompts longer than 16 tokens" in summary
+    assert dm.stats["train"].truncated == 0
