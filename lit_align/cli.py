@@ -22,7 +22,14 @@ warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_t
 
 
 class AlignCLI(LightningCLI):
-    """LightningCLI with lit_align's module and data module."""
+    """LightningCLI with lit_align's module and data module.
+
+    ``model.class_path`` may name a subclass of ``AlignmentModule`` (the reward model:
+    ``lit_align.reward.RewardModule``); without it the model is ``AlignmentModule``.
+    """
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults({"model": {"class_path": "lit_align.module.AlignmentModule"}})
 
 
 def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
@@ -33,6 +40,7 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignC
     return AlignCLI(
         AlignmentModule,
         PreferenceDataModule,
+        subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
