@@ -2,7 +2,8 @@
 
 ``lit-align fit --config configs/quickstart.yaml`` trains; ``--model.loss SPO`` swaps the loss;
 ``--print_config`` prints the resolved config. ``lit-align eval --help`` compares two policies;
-``lit-align study --help`` runs the loss comparison study; ``lit-align export --help`` turns a
+``lit-align study --help`` runs the loss comparison study; ``lit-align score --help`` scores a
+preference dataset with a reward model; ``lit-align export --help`` turns a
 checkpoint into a Hugging Face model directory.
 """
 
@@ -58,6 +59,10 @@ def main() -> None:
         from lit_align.export import main as export_main
 
         export_main(sys.argv[2:])
+    elif command == "score":
+        from lit_align.reward.score import main as score_main
+
+        score_main(sys.argv[2:])
     elif command == "study":
         from lit_align.study.run import main as study_main
 
