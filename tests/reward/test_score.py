@@ -72,7 +72,7 @@ def test_scores_match_the_model_row_by_row(reward_dir, pairs, tmp_path):
         got = (scored[i]["score_chosen"], scored[i]["score_rejected"])
         assert got == pytest.approx(expected, abs=1e-5)
         assert got != (original[i]["score_chosen"], original[i]["score_rejected"])
-    gaps = [r["score_chosen"] - r["score_rejected"] for r in scored if r["score_chosen"]]
+    gaps = [r["score_chosen"] - r["score_rejected"] for i, r in enumerate(scored) if i != BAD_ROW]
     assert summary.accuracy == pytest.approx(sum(g > 0 for g in gaps) / 19)
 
 
