@@ -9,9 +9,11 @@ checkpoint into a Hugging Face model directory.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.data.datamodule import PreferenceDataModule
@@ -23,29 +25,51 @@ warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_t
 
 
 class AlignCLI(LightningCLI):
-    """LightningCLI with lit_align's module and data module.
-
-    ``model.class_path`` may name a subclass of ``AlignmentModule`` (the reward model:
-    ``lit_align.reward.RewardModule``); without it the model is ``AlignmentModule``.
-    """
+    """LightningCLI with lit_align's module and data module."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"model": {"class_path": "lit_align.module.AlignmentModule"}})
+        if self.subclass_mode_model:
+            parser.set_defaults({"model": {"class_path": "lit_align.module.AlignmentModule"}})
 
 
-def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
+def run_lightning_cli(args: list[str] | dict | None = None, run: bool = True) -> AlignCLI:
     """Run a LightningCLI subcommand (``fit``, ``validate``, …); ``args`` defaults to argv.
 
-    With ``run=False`` the config is parsed and instantiated without a subcommand.
+    With ``run=False`` the config is parsed and instantiated without a subcommand. A
+    ``model.class_path`` (in a ``--config`` file or on the command line) selects a subclass of
+    ``AlignmentModule``, such as the reward model ``lit_align.reward.RewardModule``; only then is
+    the model parsed in jsonargparse's subclass mode, where ``--model.<dataclass>.<field>=null``
+    gives the string ``'None'`` (jsonargparse 4.53): write ``--model.policy='{field: null}'``.
     """
     return AlignCLI(
         AlignmentModule,
         PreferenceDataModule,
-        subclass_mode_model=True,
+        subclass_mode_model=names_model_class(sys.argv[1:] if args is None else args),
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
     )
+
+
+def names_model_class(args: list[str] | dict) -> bool:
+    """Whether ``args``, or a ``--config`` file they name, set ``model.class_path``."""
+    if isinstance(args, dict):
+        return _has_class_path(args)
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--model", "--model.class_path"):
+            return True
+        path = value or (args[i + 1] if i + 1 < len(args) else "")
+        if name == "--config" and os.path.isfile(path):
+            with open(path) as f:
+                if _has_class_path(yaml.safe_load(f) or {}):
+                    return True
+    return False
+
+
+def _has_class_path(config: dict) -> bool:
+    model = config.get("model")
+    return isinstance(model, str) or (isinstance(model, dict) and "class_path" in model)
 
 
 def main() -> None:

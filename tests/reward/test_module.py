@@ -7,7 +7,7 @@ import torch
 from tiny import TINY
 from transformers import AutoModelForSequenceClassification
 
-from lit_align.cli import run_lightning_cli
+from lit_align.cli import names_model_class, run_lightning_cli
 from lit_align.data.formats import DataError
 from lit_align.models import PolicyConfig
 from lit_align.reward import RewardModule
@@ -102,3 +102,30 @@ def test_unpaired_data_is_refused(tmp_path):
 def test_meta_init_is_refused():
     with pytest.raises(ValueError, match=r"--model.policy.meta_init=true is not supported"):
         RewardModule(policy=PolicyConfig(pretrained="x", meta_init=True))
+
+
+def test_export_command_rebuilds_the_reward_module(fitted, tmp_path):
+    """``lit-align export`` reads the run's saved config (which names the class) and checkpoint."""
+    from lit_align.export import main as export_main
+
+    cli, run_dir = fitted
+    out = tmp_path / "from_ckpt"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    export_main([f"--config={run_dir / 'config.yaml'}", f"--ckpt_path={ckpt}", f"--output={out}"])
+    exported = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+    trained = cli.model.policy.model.state_dict()
+    assert all(torch.equal(exported[name], value) for name, value in trained.items())
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([f"--config={CONFIG}"], True),
+        (["fit", "--config", str(CONFIG.with_name("quickstart.yaml"))], False),
+        (["fit", "--model=lit_align.reward.RewardModule"], True),
+        (["fit", "--model.loss=DPO"], False),
+        ({"model": {"class_path": "lit_align.reward.RewardModule"}}, True),
+    ],
+)
+def test_model_class_selection_is_found(args, expected):
+    assert names_model_class(args) is expected
