@@ -67,7 +67,7 @@ def test_scoring_on_two_ranks_matches_one_process(sharded_fit, tmp_path):
         finish(proc, tmp_path / "score.log", [two])
     finally:
         kill(proc)
-    expected, got = ([json.loads(line) for line in p.read_text().splitlines()] for p in (single, two))
+    expected, got = ([json.loads(r) for r in p.read_text().splitlines()] for p in (single, two))
     assert len(got) == 21
     for a, b in zip(expected, got):
         assert b["prompt"] == a["prompt"]
