@@ -28,6 +28,8 @@ def build_reward_model(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) ->
     """
     dtype = getattr(torch, cfg.dtype)  # validated by PolicyConfig
     if cfg.pretrained is None:
+        # The config a new policy would get (vocabulary, special tokens, overrides, checks);
+        # building that small random model is the price of not repeating its rules here.
         config = copy.deepcopy(build_causal_lm(cfg, tokenizer).config)
         config.num_labels = 1
         model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)

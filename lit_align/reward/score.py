@@ -36,6 +36,7 @@ from lit_align.data.sources import check_columns, load_split, map_columns
 from lit_align.reward.model import RewardScorer, load_reward_model
 
 OUTPUT_TYPES = (".jsonl", ".json", ".parquet", "")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class ScoreSettings:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
         if os.path.splitext(self.output)[1] not in OUTPUT_TYPES:
             raise ValueError(
                 f"--output {self.output!r}: write .jsonl, .json, .parquet, or a directory "

@@ -103,3 +103,8 @@ def test_cli_score_subcommand_writes_a_directory(reward_dir, pairs, tmp_path, mo
     from datasets import load_from_disk
 
     assert load_from_disk(str(output)).column_names[-2:] == ["score_chosen", "score_rejected"]
+
+
+def test_bad_dtype_names_the_flag(reward_dir, pairs, tmp_path):
+    with pytest.raises(ValueError, match=r"--dtype must be one of .* got 'int8'"):
+        ScoreSettings(str(reward_dir), str(pairs), str(tmp_path / "s.jsonl"), dtype="int8")
