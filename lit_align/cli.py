@@ -133,12 +133,14 @@ class SaveRunConfig(SaveConfigCallback):
 def run_hparams(config) -> dict:
     """The settings that tell runs apart, nested (loggers flatten them to ``model/loss/...``)."""
     model = config.model.as_dict()
+    arguments = model.get("init_args", model)  # a model chosen by class_path nests its arguments
     trainer = config.trainer.as_dict()
     kept = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "precision")
-    lr = (model.get("optimizer") or {}).get("init_args", {}).get("lr")
+    lr = (arguments.get("optimizer") or {}).get("init_args", {}).get("lr")
+    loss = arguments.get("loss")
     return {
         "lr": lr,
-        "loss": str(model["loss"].get("class_path", "")).rsplit(".", 1)[-1],
+        "loss": str(loss.get("class_path", "") if isinstance(loss, dict) else loss).rsplit(".")[-1],
         "model": model,
         "data": config.data.as_dict(),
         "trainer": {key: trainer.get(key) for key in kept},
