@@ -4,9 +4,10 @@
 file (``*.jsonl``, possibly compressed) is read first, one line at a time, whatever its size:
 every line must be UTF-8 holding one JSON object. A file without bad lines goes to ``datasets``
 as it is. A bad line is an error naming the file, the line and ``--data.on_bad_rows skip``; with
-that flag the file's good lines are copied once, verbatim, under the cache (never next to the
-user's file; the copy is keyed by the file's path, size and modification time) and the copy is
-read instead, while the skipped lines are counted as bad rows of the split.
+that flag the file's good lines are copied once, verbatim, under the cache and the copy is read
+instead, while the skipped lines are counted as bad rows of the split. The scan's result and the
+copy are kept under the cache (never next to the user's file), keyed by the file's path, size
+and modification time, so a later run with the same file neither scans nor copies it again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import importlib.util
 import json
 import lzma
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -82,39 +83,61 @@ def checked_file(file: str, where: str, skip: bool, cache_dir: str | None) -> tu
         file: a local JSON Lines file.
         where: the source and split, for error messages (``--data.dataset 'x', split 'train'``).
         skip: skip bad lines (``--data.on_bad_rows skip``); otherwise the first is an error.
-        cache_dir: root of the copy of good lines (default: the ``datasets`` cache).
+        cache_dir: root of the scan records and copies (default: the ``datasets`` cache).
     """
-    bad: dict[int, str] = {}
-    rows = 0
+    stat = os.stat(file)
+    key = Hasher.hash([os.path.abspath(file), stat.st_size, stat.st_mtime_ns])
+    root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "lit_align" / "json_lines"
+    stem = root / f"{Path(file).name.split('.')[0]}-{key}"
+    rows, bad = _scan(file, stem.with_suffix(".lines.json"), first_only=not skip)
+    messages = [f"{file}, line {number}: {problem}" for number, problem in bad]
+    if messages and not skip:
+        raise DataError(f"{where}: {messages[0]}; {SKIP_HINT}")
+    if not bad:
+        return file, []
+    if not rows:
+        raise DataError(f"{where}: {file}: no line holds a row ({len(bad)} bad lines)")
+    return _good_lines(file, {number for number, _ in bad}, stem.with_suffix(".jsonl")), messages
+
+
+def _scan(file: str, record: Path, first_only: bool) -> tuple[int, list[tuple[int, str]]]:
+    """``(rows, [(line number, problem), ...])`` of ``file``, one line at a time.
+
+    A whole scan is kept in ``record``, which the next run with the same file reads instead;
+    ``first_only`` stops at the first bad line (and keeps no record).
+    """
+    if record.exists():
+        rows, bad = json.loads(record.read_bytes())
+        return rows, [(number, problem) for number, problem in bad]
+    rows, bad = 0, []
     with open_file(file) as lines:
         for number, raw in enumerate(lines, start=1):
             problem = line_problem(raw)
             if problem is None:
                 rows += bool(raw.strip())
                 continue
-            bad[number] = f"{file}, line {number}: {problem}"
-            if not skip:
-                raise DataError(f"{where}: {bad[number]}; {SKIP_HINT}")
-    if not bad:
-        return file, []
-    if not rows:
-        raise DataError(f"{where}: {file}: no line holds a row ({len(bad)} bad lines)")
-    return _good_lines(file, bad, cache_dir), list(bad.values())
+            bad.append((number, problem))
+            if first_only:
+                return rows, bad
+    _write_once(record, [json.dumps([rows, bad]).encode()])
+    return rows, bad
 
 
-def _good_lines(file: str, bad: Collection[int], cache_dir: str | None) -> str:
-    """A copy of ``file`` without lines ``bad`` under the cache, written once per file version."""
-    stat = os.stat(file)
-    key = Hasher.hash([os.path.abspath(file), stat.st_size, stat.st_mtime_ns])
-    root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "lit_align" / "json_lines"
-    copy = root / f"{Path(file).name.split('.')[0]}-{key}.jsonl"
+def _good_lines(file: str, bad: Collection[int], copy: Path) -> str:
+    """``copy``: ``file`` without lines ``bad``, written unless a previous run wrote it."""
     if not copy.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        partial = root / f"{copy.name}.{os.getpid()}.partial"  # ranks may write at once
-        with open_file(file) as src, open(partial, "wb") as dst:
-            dst.writelines(raw for number, raw in enumerate(src, start=1) if number not in bad)
-        os.replace(partial, copy)
+        with open_file(file) as src:
+            _write_once(copy, (raw for number, raw in enumerate(src, start=1) if number not in bad))
     return str(copy)
+
+
+def _write_once(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` through a private partial file (ranks may write at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as out:
+        out.writelines(chunks)
+    os.replace(partial, path)
 
 
 def encodes(value: object) -> bool:

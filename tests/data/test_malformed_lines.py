@@ -9,10 +9,12 @@ import lzma
 import pytest
 from data_rows import GOOD, make_module, write_jsonl
 
+from lit_align.data import json_lines
 from lit_align.data.formats import DataError
 from lit_align.failures import reported_errors
 
 ROWS = [{**GOOD, "prompt": f"sort: {i} 1\n"} for i in range(4)]
+PROBLEM = "not valid JSON (Expecting property name enclosed in double quotes at column 2)"
 COMPRESS = {"": lambda b: b, ".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
 
 
@@ -58,8 +60,7 @@ def test_skip_keeps_the_other_rows_and_counts_the_bad_line(tmp_path, ext):
     summary = dm.summary()
     assert "train: 4 pairs kept of 5 rows (1 bad skipped, 0 truncated, 0 dropped)" in summary
     assert "bad: 0 identical pairs (chosen == rejected), 0 empty responses, 1 other" in summary
-    problem = "not valid JSON (Expecting property name enclosed in double quotes at column 2)"
-    assert f"    skipped {path}, line 3: {problem}" in summary.splitlines()
+    assert f"    skipped {path}, line 3: {PROBLEM}" in summary.splitlines()
 
 
 def test_every_kind_of_bad_line_is_skipped_and_blank_lines_are_not_rows(tmp_path):
@@ -83,16 +84,20 @@ def test_a_file_of_bad_lines_only_is_an_error_even_when_skipping(tmp_path):
         make_module(path, on_bad_rows="skip")
 
 
-def test_good_lines_are_copied_to_the_cache_once_per_version_of_the_file(tmp_path):
+def test_scan_and_copy_are_cached_once_per_version_of_the_file(tmp_path, monkeypatch):
     user = tmp_path / "user"
     user.mkdir()
     path = _write(user / "pairs.jsonl", _lines(ROWS, {1: b"{"}))
     cache = tmp_path / "cache"
     assert make_module(path, on_bad_rows="skip", cache_dir=str(cache)).stats["train"].bad == 1
-    copies = list((cache / "lit_align" / "json_lines").iterdir())
-    assert len(copies) == 1 and sorted(p.name for p in user.iterdir()) == ["pairs.jsonl"]
-    again = make_module(path, on_bad_rows="skip", cache_dir=str(cache))
-    assert again.stats["train"].bad == 1 and len(again.train_data) == 4
+    names = sorted(p.suffixes[-2:] for p in (cache / "lit_align" / "json_lines").iterdir())
+    assert names == [[".jsonl"], [".lines", ".json"]]
+    assert [p.name for p in user.iterdir()] == ["pairs.jsonl"]  # nothing next to the user's file
+    with monkeypatch.context() as m:  # the same file again: neither scanned nor copied
+        m.setattr(json_lines, "open_file", None)
+        again = make_module(path, on_bad_rows="skip", cache_dir=str(cache))
+    assert again.stats["train"].errors == [f"{path}, line 2: {PROBLEM}"]
+    assert len(again.train_data) == 4
     _write(user / "pairs.jsonl", _lines(ROWS, {1: b"{", 3: b"}"}))  # the file changes
     changed = make_module(path, on_bad_rows="skip", cache_dir=str(cache))
     assert changed.stats["train"].bad == 2 and len(changed.train_data) == 4
@@ -103,5 +108,4 @@ def test_bad_lines_of_validation_data_count_in_the_validation_split(tmp_path):
     held = _write(tmp_path / "held.jsonl", _lines(ROWS[:2], {0: b"{"}), ".gz")
     dm = make_module(train, on_bad_rows="skip", val_dataset=str(held))
     assert (dm.stats["train"].bad, dm.stats["validation"].bad) == (0, 1)
-    problem = "not valid JSON (Expecting property name enclosed in double quotes at column 2)"
-    assert dm.stats["validation"].errors == [f"{held}, line 1: {problem}"]
+    assert dm.stats["validation"].errors == [f"{held}, line 1: {PROBLEM}"]
