@@ -66,9 +66,8 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         prompt_truncation: which end of a cut prompt is kept: ``keep_end`` or ``keep_start``.
         truncation: ``truncate`` rows that do not fit, or ``drop`` them; counted either way.
         on_bad_rows: ``error`` stops at the first malformed row, naming source, split, row and
-            field (or, for a line of a ``.jsonl`` file that is not a JSON object, the file and
-            line); ``skip`` drops malformed rows and lines and counts them in the start-up
-            summary.
+            field (for a malformed line of a ``.jsonl`` file: the file and line); ``skip``
+            drops malformed rows and lines and counts them in the start-up summary.
         batch_size: pairs (or unpaired rows) per micro-batch per device.
         eval_batch_size: pairs per validation batch (default: ``batch_size``).
         group_by_length: batch training rows of similar length together (less padding).
