@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from lit_align.data.collate import PreferenceCollator, Truncation
-from lit_align.data.formats import DataError, detect_format
+from lit_align.data.formats import SKIP_HINT, DataError, detect_format
 from lit_align.data.packing import packed_loader
 from lit_align.data.prepare import Encoding, SplitStats, prepare_split
 from lit_align.data.reference_columns import ReferenceColumns
@@ -66,7 +66,8 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         prompt_truncation: which end of a cut prompt is kept: ``keep_end`` or ``keep_start``.
         truncation: ``truncate`` rows that do not fit, or ``drop`` them; counted either way.
         on_bad_rows: ``error`` stops at the first malformed row, naming source, split, row and
-            field; ``skip`` drops malformed rows and counts them in the start-up summary.
+            field (for a malformed line of a ``.jsonl`` file: the file and line); ``skip``
+            drops malformed rows and lines and counts them in the start-up summary.
         batch_size: pairs (or unpaired rows) per micro-batch per device.
         eval_batch_size: pairs per validation batch (default: ``batch_size``).
         group_by_length: batch training rows of similar length together (less padding).
@@ -178,8 +179,8 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
 
         return load_tokenizer(PolicyConfig(tokenizer=self.tokenizer_name))
 
-    def _load_raw(self) -> dict[str, tuple[datasets.Dataset, str]]:
-        """``{"train": (rows, source split), ...}``; error messages name the source split."""
+    def _load_raw(self) -> dict[str, tuple[datasets.Dataset, str, list[str]]]:
+        """``{"train": (rows, source split, skipped lines), ...}`` (see :meth:`_load`)."""
         hp = self.hparams
         if hp.dataset == BUILTIN_TASK:
             from lit_align.data.synthetic import make_rows
@@ -189,25 +190,32 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
                 "train": make_rows(hp.builtin_rows, hp.seed),
                 "validation": make_rows(n_val, hp.seed + 1, split="validation"),
             }
-            return {name: (datasets.Dataset.from_list(r), name) for name, r in rows.items()}
-        raw = {"train": (self._load(hp.train_split), hp.train_split)}
+            return {name: (datasets.Dataset.from_list(r), name, []) for name, r in rows.items()}
+        raw = {"train": self._load(hp.train_split)}
         if hp.val_fraction > 0:
-            train, val = hold_out(raw["train"][0], hp.val_fraction, hp.seed)
-            return {"train": (train, hp.train_split), "validation": (val, hp.train_split)}
+            data, split, skipped = raw["train"]
+            train, val = hold_out(data, hp.val_fraction, hp.seed)
+            return {"train": (train, split, skipped), "validation": (val, split, [])}
         if hp.val_dataset:
-            split = hp.val_split or hp.train_split
-            raw["validation"] = (self._load(split, hp.val_dataset), split)
+            raw["validation"] = self._load(hp.val_split or hp.train_split, hp.val_dataset)
         elif hp.val_split:
-            raw["validation"] = (self._load(hp.val_split, unsplit=False), hp.val_split)
+            raw["validation"] = self._load(hp.val_split, unsplit=False)
         return raw
 
-    def _load(self, split: str, source: str | None = None, unsplit: bool = True):
-        """One split of ``source`` (default ``--data.dataset``) with ``--data.columns`` applied."""
+    def _load(
+        self, split: str, source: str | None = None, unsplit: bool = True
+    ) -> tuple[datasets.Dataset, str, list[str]]:
+        """``(rows, split, skipped lines)`` of ``source`` (default ``--data.dataset``).
+
+        ``--data.columns`` is applied to the rows; the skipped lines are the messages of the
+        malformed JSON Lines lines skipped with ``--data.on_bad_rows skip``.
+        """
         hp, source = self.hparams, source or self.hparams.dataset
         subset, revision = (hp.subset, hp.revision) if source == hp.dataset else (None, None)
-        data = load_split(source, split, subset, revision, hp.cache_dir, unsplit)
+        skip = hp.on_bad_rows == "skip"
+        data, skipped = load_split(source, split, subset, revision, hp.cache_dir, unsplit, skip)
         where = f"--data.dataset {source!r}, split {split!r}"
-        return map_columns(data, self.columns, where) if self.columns else data
+        return (map_columns(data, self.columns, where) if self.columns else data), split, skipped
 
     def _resolve_format(self, train: datasets.Dataset) -> str:
         if self.hparams.format != "auto":
@@ -246,16 +254,18 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
             )
         return kl_rows
 
-    def _prepare(self, data, source_split: str, split: str, enc: Encoding) -> datasets.Dataset:
+    def _prepare(
+        self, data, source_split: str, skipped: list[str], split: str, enc: Encoding
+    ) -> datasets.Dataset:
         hp = self.hparams
         try:
             prepared, self.stats[split] = prepare_split(
-                data, split, enc, self.tokenizer, hp.num_proc, hp.cache_dir, source_split
+                data, split, enc, self.tokenizer, hp.num_proc, hp.cache_dir, source_split, skipped
             )
         except DataError as err:
             if not err.detail or hp.on_bad_rows == "skip":
                 raise
-            hint = DataError(f"{err}; pass --data.on_bad_rows skip to skip (and count) bad rows")
+            hint = DataError(f"{err}; {SKIP_HINT}")
             hint.detail = err.detail
             raise hint from err
         return prepared

@@ -64,6 +64,10 @@ _REQUIRED = {
 }
 
 
+SKIP_HINT = "pass --data.on_bad_rows skip to skip (and count) bad rows"
+"""The end of an error about a bad row or line, which that flag would skip."""
+
+
 class DataError(ValueError):
     """Bad input data; the message names the source, split, row index and field.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,12 @@ class SplitStats:
     def kept(self) -> int:
         return self.examples - self.dropped
 
+    def add_skipped_lines(self, lines: Sequence[str]) -> None:
+        """Count malformed lines of the source, skipped while loading, as bad rows."""
+        self.rows += len(lines)
+        self.bad += len(lines)
+        self.errors = [*lines, *self.errors]
+
     def describe(self, split: str) -> list[str]:
         """Summary lines, e.g. ``train: 8 pairs kept of 10 rows (1 bad skipped, ...)``.
 
@@ -204,6 +211,7 @@ def prepare_split(
     num_proc: int | None = None,
     cache_dir: str | None = None,
     source_split: str | None = None,
+    skipped_lines: Sequence[str] = (),
 ) -> tuple[datasets.Dataset, SplitStats]:
     """Validate and tokenise ``data``; drop bad (when skipping) and dropped rows; count them.
 
@@ -215,6 +223,8 @@ def prepare_split(
         num_proc: processes of ``datasets.map``.
         cache_dir: root of the tokenised cache (see the module docstring).
         source_split: the split of the source that messages name (default: ``split``).
+        skipped_lines: messages of the source's malformed lines, already skipped while
+            loading; counted as bad rows.
     """
     label = source_split or split
     if len(data) == 0:
@@ -235,10 +245,11 @@ def prepare_split(
         desc=f"tokenizing {split}",
     )
     stats, keep = _count(encoded, len(data), enc)
+    stats.add_skipped_lines(skipped_lines)
     if not keep:
         first = f" (first: {stats.errors[0]})" if stats.errors else ""
         raise DataError(
-            f"{enc.source!r}, split {label!r}: no row left of {len(data)} "
+            f"{enc.source!r}, split {label!r}: no row left of {stats.rows} "
             f"({stats.bad} bad, {stats.dropped} dropped by --data.truncation drop){first}"
         )
     kept = encoded if len(keep) == len(encoded) else encoded.select(keep)

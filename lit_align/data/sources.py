@@ -10,33 +10,37 @@ JSON and JSON Lines files may be compressed (``.gz``, ``.bz2``, ``.xz``; ``.zst`
 directory holds one split too, unless its file names start with split names (``train*``,
 ``validation*``/``valid*``/``val*``/``dev*``, ``test*``), as hub datasets lay them out: then each
 split reads its own files. Asking a local source for a split it does not have is an error, never
-the training rows again.
+the training rows again. Local JSON Lines files are checked line by line before ``datasets``
+reads them (see :mod:`lit_align.data.json_lines`): a malformed line is an error naming the file
+and line, or with ``--data.on_bad_rows skip`` it is skipped and counted as a bad row.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import importlib.util
 import json
-import lzma
 import math
 import os
 import re
+from collections.abc import Callable
 
 import datasets
 import numpy as np
 import pyarrow.parquet as pq
 
 from lit_align.data.formats import CANONICAL_FIELDS, DataError
+from lit_align.data.json_lines import (
+    COMPRESSED,
+    SURROGATE,
+    checked_file,
+    encodes,
+    is_json_lines,
+    line_problem,
+    open_file,
+    utf8_problem,
+)
 
 ROW_COLUMN = "__row__"
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # JSON / JSON Lines only
-if importlib.util.find_spec("zstandard") is not None:
-    import zstandard
-
-    COMPRESSED[".zst"] = zstandard.open
 SPLIT_NAMES = {"train": "train", "validation": "validation|valid|val|dev", "test": "test"}
 
 
@@ -47,8 +51,12 @@ def load_split(
     revision: str | None = None,
     cache_dir: str | None = None,
     unsplit: bool = True,
-) -> datasets.Dataset:
+    skip_bad_lines: bool = False,
+) -> tuple[datasets.Dataset, list[str]]:
     """One split of a hub dataset, a local file or directory, or a ``save_to_disk`` directory.
+
+    Returns the rows and the messages of the JSON Lines lines skipped
+    (``"f.jsonl, line 3: not valid JSON (...)"``; none unless ``skip_bad_lines``).
 
     Args:
         source: hub name (``org/name``), a json/jsonl/parquet/arrow file, a directory of such
@@ -59,19 +67,23 @@ def load_split(
         cache_dir: where ``datasets`` keeps downloads and converted files (default: its own).
         unsplit: whether this split may read a local file or directory that holds a single
             split (True for the training split); False makes such a source an error.
+        skip_bad_lines: skip malformed lines of local JSON Lines files (``--data.on_bad_rows
+            skip``) instead of raising on the first.
     """
     path = os.path.expanduser(source)
     where = f"--data.dataset {source!r}, split {split!r}"
     try:
         if os.path.isdir(path) and _is_saved_dataset(path):
-            return _pick_split(datasets.load_from_disk(path), split, source)
+            return _pick_split(datasets.load_from_disk(path), split, source), []
         if os.path.isfile(path) or os.path.isdir(path):
-            return _load_files(_split_files(path, split, source, unsplit), split, source, cache_dir)
+            files = _split_files(path, split, source, unsplit)
+            return _load_files(files, where, split, cache_dir, skip_bad_lines)
         if _looks_local(source):
             raise DataError(f"--data.dataset: file or directory {source!r} does not exist")
-        return datasets.load_dataset(
+        data = datasets.load_dataset(
             source, subset, split=split, revision=revision, cache_dir=cache_dir
         )
+        return data, []
     except DataError:
         raise
     except ConnectionError as err:
@@ -185,26 +197,32 @@ def _pick_split(data, split: str, source: str) -> datasets.Dataset:
 
 
 def _load_files(
-    files: list[str], split: str, source: str, cache_dir: str | None
-) -> datasets.Dataset:
+    files: list[str], where: str, split: str, cache_dir: str | None, skip_bad_lines: bool
+) -> tuple[datasets.Dataset, list[str]]:
+    """The rows of local ``files`` and the messages of the JSON Lines lines skipped."""
     types = f"{sorted(FILE_BUILDERS)} (json/jsonl also {'/'.join(sorted(COMPRESSED))})"
     if not files:
-        raise DataError(f"--data.dataset {source!r}: no {types} files found")
+        raise DataError(f"{where}: no {types} files found")
     builders = {file_type(f) for f in files}
     if None in builders or len(builders) != 1:
-        raise DataError(f"--data.dataset {source!r}: expected files of one type among {types}")
+        raise DataError(f"{where}: expected files of one type among {types}")
     builder = builders.pop()
+    checked = [
+        checked_file(f, where, skip_bad_lines, cache_dir) if is_json_lines(f) else (f, [])
+        for f in files
+    ]
+    files, skipped = [f for f, _ in checked], [line for _, lines in checked for line in lines]
     try:
         data = datasets.load_dataset(
             builder, data_files={split: files}, split=split, cache_dir=cache_dir
         )
         data.data.table.validate(full=True)  # pyarrow's JSON reader lets invalid UTF-8 through
-        return data
+        return data, skipped
     except Exception as err:
         problem = next(filter(None, (diagnose(f, builder) for f in files)), None)
         if problem is None:
             raise
-        raise DataError(f"--data.dataset {source!r}, split {split!r}: {problem}") from err
+        raise DataError(f"{where}: {problem}") from err
 
 
 def diagnose(file: str, builder: str) -> str | None:
@@ -216,32 +234,24 @@ def diagnose(file: str, builder: str) -> str | None:
 
 def diagnose_json(file: str) -> str | None:
     """The first problem of a JSON / JSON Lines file (``"f.jsonl, line 3: ..."``), or None."""
-    opener = COMPRESSED.get(os.path.splitext(file)[1], open)
-    with opener(file, "rb") as f:
+    with open_file(file) as f:
         lines = f.read().split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            bad = f"byte 0x{raw[err.start]:02x} at offset {err.start}"
-            return f"{file}, line {number}: not valid UTF-8 ({bad})"
+    problem = _first_bad_line(file, lines, utf8_problem)
     try:
-        docs = [("", json.loads(b"\n".join(lines)))]  # one JSON document
-    except json.JSONDecodeError:
-        docs = []
-        for number, raw in enumerate(lines, start=1):  # JSON Lines
-            try:
-                docs += [(f", line {number}", json.loads(raw))] if raw.strip() else []
-            except json.JSONDecodeError as err:
-                return f"{file}, line {number}: not valid JSON ({err.msg} at column {err.colno})"
-    if all(doc in ([], {}) for _, doc in docs):
+        docs = [json.loads(b"\n".join(lines))] if problem is None else []  # one JSON document
+    except json.JSONDecodeError:  # JSON Lines
+        problem = _first_bad_line(file, lines, line_problem)
+        docs = [json.loads(raw) for raw in lines if raw.strip()] if problem is None else []
+    if problem is not None:
+        return problem
+    if all(doc in ([], {}) for doc in docs):
         return f"{file}: the file holds no rows"
-    for where, doc in docs:
-        try:
-            json.dumps(doc, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            return (
-                f"{file}{where}: a string holds an unpaired surrogate escape (such as \\ud800), "
-                "which is not valid UTF-8"
-            )
-    return None
+    return None if encodes(docs) else f"{file}: {SURROGATE}"
+
+
+def _first_bad_line(
+    file: str, lines: list[bytes], check: Callable[[bytes], str | None]
+) -> str | None:
+    """``"f.jsonl, line 3: <problem>"`` for the first of ``lines`` that ``check`` faults."""
+    problems = ((number, check(raw)) for number, raw in enumerate(lines, start=1))
+    return next((f"{file}, line {n}: {p}" for n, p in problems if p is not None), None)
