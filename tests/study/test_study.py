@@ -5,8 +5,8 @@ from pathlib import Path
 
 from lit_align.study.metrics import read_scalars
 from lit_align.study.report import cell, interval_text
-from lit_align.study.stats import pooled
 from lit_align.study.run import StudyConfig, run_study
+from lit_align.study.stats import pooled
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = (
