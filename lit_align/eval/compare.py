@@ -174,11 +174,15 @@ def check_judge(kind: JudgeKind | None, dataset: str, judge_model: str | None) -
 
     Raises:
         ValueError: Naming the flag to change.
+        FileNotFoundError: If ``judge_model`` is a local path that does not exist.
     """
     if kind == "rule" and dataset != BUILTIN_TASK:
         raise ValueError(f"--judge rule judges only {BUILTIN_TASK!r}, not {dataset!r}")
     if kind in ("reward_model", "pairwise_llm") and judge_model is None:
         raise ValueError(f"--judge {kind} needs --judge_model (a local directory or hub id)")
+    local = judge_model and judge_model.startswith(("/", ".", "~"))
+    if local and not os.path.isdir(os.path.expanduser(judge_model)):
+        raise FileNotFoundError(f"--judge_model: directory {judge_model!r} does not exist")
 
 
 def make_judge(
@@ -199,9 +203,11 @@ def make_judge(
         return RuleJudge()
     remote = {"trust_remote_code": trust_remote_code}
     if kind == "reward_model":
-        return RewardModelJudge(judge_model, device=device, dtype=dtype, **remote)
-    model = AutoModelForCausalLM.from_pretrained(judge_model, dtype=dtype, **remote).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(judge_model, **remote)
+        path = os.path.expanduser(judge_model)
+        return RewardModelJudge(path, device=device, dtype=dtype, **remote)
+    path = os.path.expanduser(judge_model)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **remote).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, **remote)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return PairwiseLLMJudge(model.eval(), tokenizer)

@@ -14,6 +14,7 @@ beside a longer one (up to float rounding).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -139,14 +140,15 @@ def _generate_batch(
     seed: int,
 ) -> list[str]:
     enc = encode_left_padded(tokenizer, prompts, model.device)  # (B, T) each, left-padded
+    config = copy.deepcopy(config)  # the caller's config stays as given
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = _eos_ids(model, tokenizer, config)
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # seed this batch without touching global RNG
         torch.manual_seed(seed)
         out = model.generate(
             **enc,
             generation_config=config,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_eos_ids(model, tokenizer, config),
             tokenizer=tokenizer if config.stop_strings else None,
         )  # (B, T + new)
     new_tokens = out[:, enc["input_ids"].shape[1] :]  # (B, new), eos then pad after a stop

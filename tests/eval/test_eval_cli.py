@@ -118,6 +118,8 @@ def test_judge_selection_errors(tmp_path):
     assert make_judge(None, "my/data", None) is None
     with pytest.raises(ValueError, match="--judge rule judges only 'builtin:sort'"):
         make_judge("rule", "my/data", None)
+    with pytest.raises(FileNotFoundError, match="--judge_model: directory '/no/rm' does not"):
+        make_judge("reward_model", "my/data", "/no/rm")
     with pytest.raises(ValueError, match="--judge reward_model needs --judge_model"):
         eval_main(
             ["--policy", str(tmp_path), "--baseline", str(tmp_path), "--judge", "reward_model"]
