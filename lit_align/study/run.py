@@ -241,8 +241,9 @@ def _report_text(cfg, per_loss, figures, clip, results) -> str:
     return (
         f"# Loss comparison\n\nLosses {', '.join(cfg.losses)} trained from one SFT model per "
         f"seed (seeds {cfg.seeds}) on the same budget; evaluated on {cfg.dataset!r}: {judged}. "
-        f"The held-out reward accuracy is the fraction of {cfg.num_pairs} held-out pairs (per "
-        "seed) whose policy/SFT log-ratio margin is positive, pooled with its Wilson interval. "
+        "The held-out reward accuracy is the fraction of the held-out pairs (up to "
+        f"{cfg.num_pairs} per seed; n in each cell) whose policy/SFT log-ratio margin is "
+        "positive, pooled with its Wilson interval. "
         "Δ is that log-ratio margin in nats (β-free, comparable across losses; reference-free "
         "losses have none); other cells are means over seeds ± the 95% t half-width (a single "
         f"seed shows no interval). SFT took {sft_time:.0f} s per seed.\n\n"
