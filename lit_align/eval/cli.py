@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -76,7 +76,7 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     backend: Backend = "transformers"
-    generation: GenerationConfig | None = None
+    generation: GenerationConfig = field(default_factory=lambda: generation_config(None))
     seed: int = 0
     batch_size: int = 32
 
