@@ -1,6 +1,6 @@
 """Evaluation: generate responses, judge them pairwise, aggregate win rates."""
 
-from lit_align.eval.generate import GenerationConfig, generate_responses, read_jsonl, write_jsonl
+from lit_align.eval.generate import generate_responses, generation_config, read_jsonl, write_jsonl
 from lit_align.eval.judges import (
     PAIRWISE_TEMPLATE,
     Judge,
@@ -13,7 +13,6 @@ from lit_align.eval.winrate import WinRate, format_win_rate, mean_std, win_rate
 
 __all__ = [
     "PAIRWISE_TEMPLATE",
-    "GenerationConfig",
     "Judge",
     "PairwiseLLMJudge",
     "RewardModelJudge",
@@ -22,6 +21,7 @@ __all__ = [
     "WinRate",
     "format_win_rate",
     "generate_responses",
+    "generation_config",
     "mean_std",
     "read_jsonl",
     "win_rate",

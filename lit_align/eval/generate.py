@@ -1,56 +1,55 @@
 """Batched, seeded generation of responses to rendered prompts, and JSONL records of them.
 
-Prompts are strings the caller has already rendered (chat template applied), so they are
-tokenised with ``add_special_tokens=False``. Batches are LEFT-padded so every row's next token
-follows its last prompt token; ``model.generate`` derives position ids from the attention mask,
-so a prompt gives the same greedy output alone or beside a longer one (up to float rounding).
+Decoding options are transformers' :class:`~transformers.GenerationConfig` (every field: ``top_k``,
+``repetition_penalty``, ``stop_strings``, ...); :func:`generation_config` builds one from the
+``--generation`` options of the CLI or YAML and rejects names the class does not have.
+
+Prompts are strings the caller has already rendered (chat template applied). They are tokenised
+as in training: without the tokenizer's automatic special tokens, then prefixed with the special
+tokens it would put first (e.g. bos) unless the rendered text already starts with them. Batches
+are LEFT-padded so every row's next token follows its last prompt token; ``model.generate``
+derives position ids from the attention mask, so a prompt gives the same greedy output alone or
+beside a longer one (up to float rounding).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BatchEncoding, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_align.data.collate import special_prefix
+
+GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 64, "do_sample": False}
+"""Options applied under the user's ``--generation`` ones (transformers' defaults otherwise)."""
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How to generate responses.
+def generation_config(options: dict[str, Any] | GenerationConfig | None) -> GenerationConfig:
+    """A validated ``GenerationConfig`` from ``--generation`` options (or one given as is).
 
-    Attributes:
-        max_new_tokens: Most tokens generated per response (generation also stops at eos).
-        do_sample: Sample from the (temperature, top-p) distribution; False decodes greedily.
-        temperature: Softmax temperature when sampling; ignored when greedy.
-        top_p: Nucleus mass kept when sampling (1.0 keeps all); ignored when greedy. No top-k
-            cut is applied (HF's default ``top_k=50`` is turned off).
-        seed: Seed of batch ``i``'s sampling is ``seed + i``; the global RNG is left untouched.
-            The same seed, prompts and batch size give the same responses.
-        batch_size: Prompts per ``generate`` call.
+    Raises:
+        ValueError: On an option ``GenerationConfig`` does not have, or values it rejects.
     """
-
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if isinstance(options, GenerationConfig):
+        return options
+    options = options or {}
+    known = set(GenerationConfig().to_dict())
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"--generation: unknown option(s) {unknown}; any field of transformers."
+            "GenerationConfig is allowed (e.g. max_new_tokens, do_sample, temperature, top_k, "
+            "top_p, repetition_penalty, stop_strings)"
+        )
+    config = GenerationConfig(**{**GENERATION_DEFAULTS, **options})
+    config.validate()
+    return config
 
 
 @contextmanager
@@ -72,35 +71,61 @@ def padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[None
         tokenizer.padding_side = previous
 
 
+def encode_left_padded(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], device: torch.device | str
+) -> BatchEncoding:
+    """Rendered texts as a left-padded batch on ``device``: ``input_ids``, ``attention_mask``
+    of shape ``(B, T)``, each row starting with the tokenizer's special prefix exactly once."""
+    prefix = special_prefix(tokenizer)
+    rows = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        rows.append(ids if prefix and ids[: len(prefix)] == prefix else prefix + ids)
+    with padding_side(tokenizer, "left"):
+        enc = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    return enc.to(device)
+
+
 def generate_responses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
-    config: GenerationConfig,
+    config: GenerationConfig | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
 ) -> list[str]:
-    """Generate one response per prompt.
+    """Generate one response per prompt, on the model's device, ``batch_size`` prompts at a time.
 
     The model runs in eval mode under ``torch.inference_mode()`` (its training flag is restored
-    afterwards). Generation stops at any eos id of the tokenizer or the model's generation config.
+    afterwards). Generation stops at any eos id of the config, the tokenizer or the model's own
+    generation config, and at the config's ``stop_strings``.
 
     Args:
         model: A causal LM (``AutoModelForCausalLM``).
         tokenizer: Its tokenizer; it needs a pad token. Its padding side is restored afterwards.
         prompts: Rendered prompts.
-        config: Decoding settings.
+        config: Decoding settings (default: :data:`GENERATION_DEFAULTS`, greedy).
+        seed: Sampling of batch ``i`` is seeded with ``seed + i``; the global RNG is left
+            untouched, so the same seed, prompts and batch size give the same responses.
+        batch_size: Prompts per ``generate`` call.
 
     Returns:
         The decoded new text of each prompt, special tokens skipped, in prompt order.
+
+    Raises:
+        ValueError: On ``seed < 0`` or ``batch_size < 1``.
     """
+    if seed < 0 or batch_size < 1:
+        raise ValueError(f"need seed >= 0 and batch_size >= 1, got {seed} and {batch_size}")
+    config = config or generation_config(None)
     was_training = model.training
     model.eval()
     try:
-        with padding_side(tokenizer, "left"), torch.inference_mode():
+        with torch.inference_mode():
             return [
                 text
-                for i, start in enumerate(range(0, len(prompts), config.batch_size))
+                for i, start in enumerate(range(0, len(prompts), batch_size))
                 for text in _generate_batch(
-                    model, tokenizer, prompts[start : start + config.batch_size], config, i
+                    model, tokenizer, prompts[start : start + batch_size], config, seed + i
                 )
             ]
     finally:
@@ -112,35 +137,32 @@ def _generate_batch(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     config: GenerationConfig,
-    batch_index: int,
+    seed: int,
 ) -> list[str]:
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = enc.to(model.device)  # input_ids, attention_mask: (B, T), left-padded
-    sampling = (
-        {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0}
-        if config.do_sample
-        else {}
-    )
+    enc = encode_left_padded(tokenizer, prompts, model.device)  # (B, T) each, left-padded
+    config = copy.deepcopy(config)  # the caller's config stays as given
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = _eos_ids(model, tokenizer, config)
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # seed this batch without touching global RNG
-        torch.manual_seed(config.seed + batch_index)
+        torch.manual_seed(seed)
         out = model.generate(
             **enc,
-            max_new_tokens=config.max_new_tokens,
-            do_sample=config.do_sample,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_eos_ids(model, tokenizer),
-            **sampling,
+            generation_config=config,
+            tokenizer=tokenizer if config.stop_strings else None,
         )  # (B, T + new)
     new_tokens = out[:, enc["input_ids"].shape[1] :]  # (B, new), eos then pad after a stop
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Union of the tokenizer's eos id and the model's generation-config eos id(s)."""
-    model_eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = model_eos if isinstance(model_eos, list) else [model_eos]
-    return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
+def _eos_ids(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: GenerationConfig
+) -> list[int]:
+    """Union of the eos ids of the config, the model's generation config and the tokenizer."""
+    ids: list[int | None] = [tokenizer.eos_token_id]
+    for source in (config.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        ids += source if isinstance(source, list) else [source]
+    return sorted({i for i in ids if i is not None})
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

@@ -6,11 +6,18 @@ Every judge answers :meth:`Judge.compare` with one outcome per prompt for respon
 * :class:`RuleJudge` — exact programmatic scores of the built-in sort task.
 * :class:`RewardModelJudge` — a scalar reward model (``AutoModelForSequenceClassification``).
 * :class:`PairwiseLLMJudge` — a causal LM asked "A or B?", with both orders averaged.
+
+A prompt is a plain string (one user turn) or a conversation (``[{"role", "content"}, ...]``).
+Model judges render what they read with their OWN tokenizer's chat template: the reward model
+scores the conversation plus the response as it was trained to read it, and the LLM judge
+reads its instruction as a user turn followed by the assistant header. A tokenizer without a
+template gets plain text (prompt followed by response; the instruction ending in "Answer:").
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -21,28 +28,60 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lit_align.eval.generate import padding_side
+from lit_align.eval.generate import encode_left_padded
+
+Message = dict[str, str]
+Prompt = str | list[Message]
+"""A prompt: plain text (one user turn) or a conversation ending before the answer."""
 
 PAIRWISE_TEMPLATE = (
     "[Question]\n{prompt}\n\n"
     "[Response A]\n{response_a}\n\n"
     "[Response B]\n{response_b}\n\n"
-    "Which response is better? Answer A or B.\n"
-    "Answer:"
+    "Which response is better? Answer A or B."
 )
-"""Judge prompt of :class:`PairwiseLLMJudge`; the next token after it is read as the verdict."""
+"""Instruction of :class:`PairwiseLLMJudge`; the next token after it (rendered as a user turn
+and the assistant header, or followed by ``"\nAnswer:"`` without a chat template) is read as the
+verdict."""
+
+
+def as_messages(prompt: Prompt) -> list[Message]:
+    """The prompt as a conversation: a string becomes one user turn."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def as_text(prompt: Prompt) -> str:
+    """The prompt as plain text: a single user turn is its content, longer ones ``role: text``."""
+    messages = as_messages(prompt)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer renders conversations itself."""
+    return getattr(tokenizer, "chat_template", None) is not None
+
+
+def render_exchange(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str) -> str:
+    """The prompt answered by ``response``, as ``tokenizer``'s chat template renders the whole
+    conversation (plain ``prompt + response`` without a template)."""
+    if not has_chat_template(tokenizer):
+        return as_text(prompt) + response
+    messages = [*as_messages(prompt), {"role": "assistant", "content": response}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 class Judge(ABC):
     """Compares responses A and B to the same prompts."""
 
     def compare(
-        self, prompts: list[str], responses_a: list[str], responses_b: list[str]
+        self, prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
     ) -> list[float]:
         """Judge A against B for each prompt.
 
         Args:
-            prompts: Rendered prompts.
+            prompts: The prompts (plain text or conversations).
             responses_a: Response A to each prompt.
             responses_b: Response B to each prompt.
 
@@ -57,12 +96,14 @@ class Judge(ABC):
 
     @abstractmethod
     def _compare(
-        self, prompts: list[str], responses_a: list[str], responses_b: list[str]
+        self, prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
     ) -> list[float]:
         """Judge equal-length inputs (see :meth:`compare`)."""
 
 
-def _check_lengths(prompts: list[str], responses_a: list[str], responses_b: list[str]) -> None:
+def _check_lengths(
+    prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
+) -> None:
     if not len(prompts) == len(responses_a) == len(responses_b):
         raise ValueError(
             "prompts, responses_a and responses_b must have equal lengths, got "
@@ -74,11 +115,11 @@ class ScoringJudge(Judge):
     """A judge that scores each response on its own; the higher score wins, equal scores tie."""
 
     @abstractmethod
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def score(self, prompts: Sequence[Prompt], responses: list[str]) -> list[float]:
         """Score each ``(prompt, response)``; higher is better."""
 
     def _compare(
-        self, prompts: list[str], responses_a: list[str], responses_b: list[str]
+        self, prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
     ) -> list[float]:
         scores_a, scores_b = self.score(prompts, responses_a), self.score(prompts, responses_b)
         return [_outcome(a, b) for a, b in zip(scores_a, scores_b)]
@@ -98,31 +139,34 @@ class RuleJudge(ScoringJudge):
     responses are judged as given (cut them at eos first).
     """
 
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+    def score(self, prompts: Sequence[Prompt], responses: list[str]) -> list[float]:
         """Score each response with the task's rule (raises ValueError on non-task prompts)."""
         from lit_align.data.synthetic import score_response  # lazy: eval must not need data
 
-        return [score_response(p, r) for p, r in zip(prompts, responses, strict=True)]
+        return [score_response(as_text(p), r) for p, r in zip(prompts, responses, strict=True)]
 
 
 class RewardModelJudge(ScoringJudge):
-    """Judge by a scalar reward model: the response whose ``prompt + response`` scores higher wins.
+    """Judge by a scalar reward model: the response whose exchange scores higher wins.
 
-    The model must have ``num_labels == 1``; its single logit is the reward (classifiers with
-    several labels are rejected rather than guessing which label means "good"). Texts are
-    right-padded; HF's sequence-classification heads pool the last token that is not the pad id,
-    so ``model.config.pad_token_id`` must equal the tokenizer's pad id.
+    Each ``(prompt, response)`` is rendered with the reward model's own chat template (see
+    :func:`render_exchange`; plain ``prompt + response`` without one) and tokenised with its
+    special prefix, as in training. Any ``AutoModelForSequenceClassification`` directory with
+    ``num_labels == 1`` works (a hub reward model or one exported by lit_align); its single logit
+    is the reward (classifiers with several labels are rejected rather than guessing which label
+    means "good"). Texts are left-padded; HF's sequence-classification heads pool the last token
+    that is not the pad id, so ``model.config.pad_token_id`` must equal the tokenizer's pad id
+    (a model loaded from a path without one is given the tokenizer's).
 
     Args:
         model_path_or_model: A loaded model, or a local directory / hub id passed to
-            ``AutoModelForSequenceClassification.from_pretrained`` (loaded on CPU in its saved
-            dtype; load it yourself for another device or dtype).
+            ``AutoModelForSequenceClassification.from_pretrained``.
         tokenizer: The model's tokenizer; loaded from ``model_path_or_model`` when None (a path
-            is then required).
+            is then required). Without a pad token, eos pads.
         batch_size: Texts per forward pass.
         trust_remote_code: Allow custom model code when loading from a path.
-        add_special_tokens: Let the tokenizer add its special tokens (e.g. bos) to each text.
-            False by default: prompts are already rendered.
+        device: Device of a model loaded from a path.
+        dtype: Dtype of a model loaded from a path (default: as saved).
 
     Raises:
         ValueError: On ``num_labels != 1``, a missing or mismatched pad token, or no tokenizer
@@ -135,37 +179,51 @@ class RewardModelJudge(ScoringJudge):
         tokenizer: PreTrainedTokenizerBase | None = None,
         batch_size: int = 16,
         trust_remote_code: bool = False,
-        add_special_tokens: bool = False,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         model = model_path_or_model
         if isinstance(model, str):
-            path, kwargs = model, {"trust_remote_code": trust_remote_code}
-            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kwargs)
+            model, tokenizer = _load_reward_model(model, tokenizer, trust_remote_code, dtype)
+            model.to(device)
         if tokenizer is None:
             raise ValueError("tokenizer is required when model_path_or_model is a loaded model")
         _check_reward_model(model, tokenizer)
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.batch_size, self.add_special_tokens = batch_size, add_special_tokens
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
 
     @torch.inference_mode()
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        """Return the reward of each ``prompt + response`` text."""
-        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
+    def score(self, prompts: Sequence[Prompt], responses: list[str]) -> list[float]:
+        """Return the reward of each rendered exchange."""
+        texts = [
+            render_exchange(self.tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)
+        ]
         scores: list[float] = []
-        with padding_side(self.tokenizer, "left"):
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(
-                    texts[start : start + self.batch_size],
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=self.add_special_tokens,
-                ).to(self.model.device)  # (B, T)
-                logits = self.model(**enc).logits  # (B, 1)
-                scores.extend(logits[:, 0].float().tolist())
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            enc = encode_left_padded(self.tokenizer, batch, self.model.device)  # (B, T)
+            logits = self.model(**enc).logits  # (B, 1)
+            scores.extend(logits[:, 0].float().tolist())
         return scores
+
+
+def _load_reward_model(
+    path: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    trust_remote_code: bool,
+    dtype: torch.dtype | None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    kwargs = {"trust_remote_code": trust_remote_code}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, **kwargs, **({"dtype": dtype} if dtype else {})
+    )
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
 
 
 def _check_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -185,8 +243,10 @@ def _check_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 class PairwiseLLMJudge(Judge):
     """Judge by asking a causal LM which response is better, in both orders.
 
-    For each pair the model reads :data:`PAIRWISE_TEMPLATE` (or ``template``) twice, with
-    ``(a, b)`` and with ``(b, a)`` in the A/B slots. From the next-token logits,
+    For each pair the model reads the instruction :data:`PAIRWISE_TEMPLATE` (or ``template``),
+    rendered as a user turn with the judge's chat template and the assistant header after it
+    (without a template: the plain instruction and ``"\nAnswer:"``), twice, with ``(a, b)``
+    and with ``(b, a)`` in the A/B slots. From the next-token logits,
     ``p = P(A) / (P(A) + P(B))`` where ``P(A)`` sums the probabilities of the single-token
     spellings of ``" A"`` and ``"A"`` (whichever of them the tokenizer has as one token; same
     for B). The preference for ``a`` is ``(p_ab + (1 - p_ba)) / 2``: a pure position bias adds
@@ -224,8 +284,19 @@ class PairwiseLLMJudge(Judge):
         if set(self.ids_a) & set(self.ids_b):
             raise ValueError(f"answers A and B share token ids {self.ids_a} / {self.ids_b}")
 
+    def render(self, prompt: Prompt, response_a: str, response_b: str) -> str:
+        """The text the judge reads for one ordered pair; its next token is the verdict."""
+        instruction = self.template.format(
+            prompt=as_text(prompt), response_a=response_a, response_b=response_b
+        )
+        if not has_chat_template(self.tokenizer):
+            return instruction + "\nAnswer:"
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+        )
+
     def preference(
-        self, prompts: list[str], responses_a: list[str], responses_b: list[str]
+        self, prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
     ) -> list[float]:
         """Return the position-averaged probability that A beats B, per prompt, in [0, 1].
 
@@ -235,8 +306,10 @@ class PairwiseLLMJudge(Judge):
         _check_lengths(prompts, responses_a, responses_b)
         n = len(prompts)
         texts = [
-            self.template.format(prompt=p, response_a=x, response_b=y)
-            for p, x, y in zip(prompts * 2, responses_a + responses_b, responses_b + responses_a)
+            self.render(p, x, y)
+            for p, x, y in zip(
+                list(prompts) * 2, responses_a + responses_b, responses_b + responses_a
+            )
         ]  # 2n judge prompts: the n pairs as given, then the n pairs swapped
         p_first = torch.cat(
             [
@@ -247,7 +320,7 @@ class PairwiseLLMJudge(Judge):
         return ((p_first[:n] + 1 - p_first[n:]) / 2).tolist()
 
     def _compare(
-        self, prompts: list[str], responses_a: list[str], responses_b: list[str]
+        self, prompts: Sequence[Prompt], responses_a: list[str], responses_b: list[str]
     ) -> list[float]:
         prefs = self.preference(prompts, responses_a, responses_b)
         return [_outcome(p, 0.5, self.tie_margin) for p in prefs]
@@ -267,10 +340,9 @@ class PairwiseLLMJudge(Judge):
         ``generate`` handles left padding (position ids from the attention mask) per architecture
         and computes logits for the last position only.
         """
-        with padding_side(self.tokenizer, "left"):
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = encode_left_padded(self.tokenizer, texts, self.model.device)
         out = self.model.generate(
-            **enc.to(self.model.device),
+            **enc,
             max_new_tokens=1,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-CURVES = ("logratios/margins", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm")
 REQUIRED = (
     "rewards/margins",
     "logps/chosen",
@@ -40,7 +39,9 @@ class RunStats:
     """Summary of one training run.
 
     Attributes:
-        reward_accuracy: last validation ``val_rewards/accuracies``.
+        val_reward_accuracy: last training-time validation ``val_rewards/accuracies`` (the
+            validation split of the training data; the report's held-out reward accuracy is
+            measured separately on the evaluation data).
         margin_final: mean reward margin (β·Δ, the loss's own scale) over the last tenth of
             the steps.
         margin_max: largest logged per-step reward margin.
@@ -56,7 +57,7 @@ class RunStats:
         events: instability events, or None if no monitor ran.
     """
 
-    reward_accuracy: float
+    val_reward_accuracy: float
     margin_final: float
     margin_max: float
     logratio_final: float | None
@@ -84,7 +85,7 @@ def run_stats(run_dir: str) -> RunStats:
     target = s.get("spo/target_gap_mean")
     logratio = s.get("logratios/margins")
     return RunStats(
-        reward_accuracy=s["val_rewards/accuracies"][-1][1],
+        val_reward_accuracy=s["val_rewards/accuracies"][-1][1],
         margin_final=_tail_mean(s["rewards/margins"]),
         margin_max=max(v for _, v in s["rewards/margins"]),
         logratio_final=_tail_mean(logratio) if logratio else None,

@@ -1,126 +1,154 @@
-"""The study report: a Markdown table, findings in words, and plots on shared axes."""
+"""The study report: a Markdown table with intervals, findings that say what is inside the noise,
+and plots (win rates with error bars; smoothed curves over faint raw values).
+
+Every win rate pools the judged outcomes of all seeds (ties count half) and carries its 95%
+Wilson interval and W/T/L counts; the held-out reward accuracy is a pooled proportion with its
+Wilson interval; every other number is a mean over seeds with a 95% t interval (none for a
+single seed).
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lit_align.eval.winrate import mean_std  # noqa: E402
-from lit_align.study.metrics import CURVES, RunStats  # noqa: E402
+from lit_align.eval.winrate import WinRate
+from lit_align.study.metrics import RunStats
+from lit_align.study.stats import overlap, pooled, proportion, t_interval
 
 COLUMNS = (
     "loss",
     "win vs SFT",
     "win vs DPO",
-    "reward acc",
+    "held-out reward acc",
     "Δ final (nats)",
     "Δ max (nats)",
-    "reward margin final",
-    "target",
+    "SPO target",
     "Δ logp chosen",
     "Δ logp rejected",
     "grad norm mean",
     "grad norm max",
     "events",
+    "wall time (s)",
 )
 
 
-def cell(values: Sequence[float | int | None], pct: bool = False) -> str:
-    """``mean`` (one seed) or ``mean ± std`` (several); ``n/a`` when nothing was measured."""
+@dataclass(frozen=True)
+class LossResults:
+    """Everything measured for one loss, over seeds.
+
+    Attributes:
+        runs: training statistics of each seed's run.
+        wins: opponent (``SFT``, ``DPO``) → each seed's judged outcomes.
+        accuracy: each seed's ``(pairs with ρ_w > ρ_l, pairs)`` on held-out data.
+        wall_time: each seed's training wall time in seconds.
+    """
+
+    runs: list[RunStats]
+    wins: dict[str, list[list[float]]]
+    accuracy: list[tuple[int, int]]
+    wall_time: list[float]
+
+    def win(self, opponent: str) -> WinRate | None:
+        """Pooled win rate against ``opponent``, or None when it was not judged."""
+        outcomes = self.wins.get(opponent) or []
+        return pooled(outcomes) if any(outcomes) else None
+
+    def heldout_accuracy(self) -> WinRate:
+        """Held-out reward accuracy pooled over seeds, with its Wilson interval."""
+        return proportion(sum(c for c, _ in self.accuracy), sum(n for _, n in self.accuracy))
+
+
+def interval_text(w: WinRate | None, counts: bool = True) -> str:
+    """``62.5% [51.5, 72.3] 45/10/25 W/T/L`` (``n/a`` when not measured)."""
+    if w is None:
+        return "n/a"
+    text = f"{w.rate:.1%} [{w.low:.1%}, {w.high:.1%}]"
+    return f"{text} {w.wins:g}/{w.ties:g}/{w.losses:g}" if counts else f"{text} (n={w.n})"
+
+
+def cell(values: Sequence[float | int | None]) -> str:
+    """``mean`` (one seed) or ``mean ± 95% t half-width`` over seeds; ``n/a`` when unmeasured."""
     known = [float(v) for v in values if v is not None]
     if not known:
         return "n/a"
-    mean, std = mean_std(known)
-    scale, fmt = (100.0, "{:.1f}%") if pct else (1.0, "{:.3g}")
-    text = fmt.format(mean * scale)
-    return text if len(known) == 1 else f"{text} ± {fmt.format(std * scale)}"
+    mean, half = t_interval(known)
+    return f"{mean:.3g}" if half is None else f"{mean:.3g} ± {half:.2g}"
 
 
-def table(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float]]]) -> str:
-    """Markdown table, one row per loss; each cell aggregates the seeds."""
+def table(results: dict[str, LossResults]) -> str:
+    """Markdown table, one row per loss."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for loss, runs in stats.items():
+    for loss, r in results.items():
+        runs = r.runs
         row = [
             loss,
-            cell(wins[loss].get("SFT", []), pct=True),
-            cell(wins[loss].get("DPO", []), pct=True) if loss != "DPO" else "—",
-            cell([r.reward_accuracy for r in runs], pct=True),
-            cell([r.logratio_final for r in runs]),
-            cell([r.logratio_max for r in runs]),
-            cell([r.margin_final for r in runs]),
-            cell([r.target_final for r in runs]),
-            cell([r.chosen_drift for r in runs]),
-            cell([r.rejected_drift for r in runs]),
-            cell([r.grad_norm_mean for r in runs]),
-            cell([r.grad_norm_max for r in runs]),
-            cell([r.events for r in runs]),
+            interval_text(r.win("SFT")),
+            interval_text(r.win("DPO")) if loss != "DPO" else "—",
+            interval_text(r.heldout_accuracy(), counts=False),
+            cell([s.logratio_final for s in runs]),
+            cell([s.logratio_max for s in runs]),
+            cell([s.target_final for s in runs]),
+            cell([s.chosen_drift for s in runs]),
+            cell([s.rejected_drift for s in runs]),
+            cell([s.grad_norm_mean for s in runs]),
+            cell([s.grad_norm_max for s in runs]),
+            cell([s.events for s in runs]),
+            cell(r.wall_time),
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def findings(stats: dict[str, list[RunStats]], wins: dict[str, dict[str, list[float]]]) -> str:
-    """The questions the seed papers argue about, answered from the numbers above (seed means)."""
-    first = {loss: _mean_stats(runs) for loss, runs in stats.items()}
-    lines = []
-    if "SPO" in first and "DPO" in first:
-        spo, dpo = first["SPO"], first["DPO"]
+def ranking(name: str, rates: dict[str, WinRate]) -> str:
+    """The best of ``rates`` and which others are inside the noise of it (intervals overlap)."""
+    if not rates:
+        return f"- {name}: not measured."
+    best = max(rates, key=lambda k: rates[k].rate)
+    tied = [k for k in rates if k != best and overlap(rates[k], rates[best])]
+    apart = [k for k in rates if k != best and k not in tied]
+    line = f"- {name}: highest {best} ({interval_text(rates[best], counts=False)})"
+    if tied:
+        line += f"; {', '.join(tied)} within its 95% interval, so those differences are noise"
+    if apart:
+        line += f"; {', '.join(apart)} clearly below"
+    return line + "."
+
+
+def findings(results: dict[str, LossResults], clip: float | None) -> str:
+    """What the numbers support, and what they do not."""
+    wins = {k: w for k, r in results.items() if (w := r.win("SFT")) is not None}
+    lines = [
+        ranking("Win rate against SFT", wins),
+        ranking("Held-out reward accuracy", {k: r.heldout_accuracy() for k, r in results.items()}),
+    ]
+    means = {k: _means(r.runs) for k, r in results.items()}
+    if "SPO" in means and "DPO" in means:
+        spo, dpo = means["SPO"], means["DPO"]
         lines.append(
-            f"- Log-ratio margin Δ: DPO ended at {dpo.logratio_final:.3g} nats (max "
-            f"{dpo.logratio_max:.3g}), SPO at {spo.logratio_final:.3g} (max "
-            f"{spo.logratio_max:.3g}); SPO's reward margin ended at {spo.margin_final:.3g} against "
-            f"its target {spo.target_final or float('nan'):.3g}."
+            f"- Log-ratio margin Δ (nats): DPO ended at {dpo['logratio_final']:.3g} (max "
+            f"{dpo['logratio_max']:.3g}), SPO at {spo['logratio_final']:.3g} (max "
+            f"{spo['logratio_max']:.3g}), SPO's target {spo['target_final'] or float('nan'):.3g}."
         )
     for loss in ("BNF", "DPO"):
-        if loss in first:
-            drift = first[loss].chosen_drift
+        if loss in means:
+            drift = means[loss]["chosen_drift"]
             verb = "rose" if drift >= 0 else "fell"
             lines.append(f"- {loss}: the chosen log-prob {verb} by {abs(drift):.3g} nats.")
-    ranked = sorted(wins, key=lambda k: -cell_mean(wins[k].get("SFT", [])))
-    if ranked:
-        best = ranked[0]
+    if clip and means:
+        loud = max(means, key=lambda k: means[k]["grad_norm_mean"])
+        ratio = means[loud]["grad_norm_mean"] / clip
         lines.append(
-            f"- Highest win rate against SFT: {best} ({cell(wins[best]['SFT'], pct=True)})."
+            f"- Gradient norms: {loud}'s mean pre-clip norm is {ratio:.3g}× the clip value "
+            f"{clip:g} (log scale in grad_norm.png)."
         )
     return "\n".join(lines)
 
 
-def _mean_stats(runs: list[RunStats]) -> RunStats:
+def _means(runs: list[RunStats]) -> dict[str, float | None]:
     """Field-wise mean over seeds (None where any seed has None)."""
-    values = {}
+    out = {}
     for name in RunStats.__dataclass_fields__:
         column = [getattr(r, name) for r in runs]
-        values[name] = None if None in column else sum(column) / len(column)
-    return RunStats(**values)
-
-
-def cell_mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("-inf")
-
-
-def plot_curves(curves: dict[str, dict[str, list[tuple[int, float]]]], out_dir: str) -> list[str]:
-    """One PNG per curve (margin, chosen/rejected log-prob, grad norm), every loss on it."""
-    paths = []
-    for tag in CURVES:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for loss, series in curves.items():
-            points = series.get(tag, [])
-            if not points:  # e.g. no log-ratio margin for reference-free losses
-                continue
-            ax.plot([s for s, _ in points], [v for _, v in points], label=loss, linewidth=1.2)
-        ax.set_xlabel("step")
-        ax.set_ylabel(tag)
-        ax.set_title(f"{tag} (seed of the first run)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        path = os.path.join(out_dir, tag.replace("/", "_") + ".png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+        out[name] = None if None in column else sum(column) / len(column)
+    return out

@@ -1,9 +1,11 @@
 """``lit-align study``: train SFT once, then every selected loss from it with the same budget and
 seeds, judge every policy head to head on held-out prompts, and write a report directory.
 
-Report directory: ``report.md`` (win rates vs SFT and vs DPO, reward accuracy, margin, log-prob
-drift, gradient-norm statistics, instability events, findings), ``results.json`` (every number),
-and one PNG per curve with every loss on shared axes. Runs live under ``<output>/seed<k>/``.
+Report directory: ``report.md`` (win rates vs SFT and vs DPO with Wilson intervals and W/T/L,
+held-out reward accuracy, log-ratio margin, log-prob drift, gradient-norm statistics,
+instability events, wall time, findings that say what is inside the noise), ``results.json``
+(every number), ``win_rates.png`` and one PNG per curve with every loss on shared axes. Runs
+live under ``<output>/seed<k>/``.
 """
 
 from __future__ import annotations
@@ -11,19 +13,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
-from transformers import AutoModelForCausalLM
 
 from lit_align.cli import run_lightning_cli
 from lit_align.data.datamodule import BUILTIN_TASK
-from lit_align.eval.compare import JudgeKind, load_eval_data, make_judge, reward_accuracy
-from lit_align.eval.generate import GenerationConfig, generate_responses
+from lit_align.eval.compare import (
+    BadRows,
+    JudgeKind,
+    check_judge,
+    load_eval_data,
+    make_judge,
+    resolve_split,
+    reward_accuracy,
+)
+from lit_align.eval.generate import generate_responses, generation_config
 from lit_align.eval.judges import ScoringJudge
+from lit_align.eval.runtime import (
+    load_policy,
+    resolve_device,
+    resolve_dtype,
+    run_config,
+    run_max_length,
+)
 from lit_align.models import PolicyConfig, load_tokenizer
-from lit_align.study import report
+from lit_align.study import plots, report
 from lit_align.study.metrics import read_scalars, run_stats
 
 DEFAULT_LOSSES = {
@@ -33,6 +50,7 @@ DEFAULT_LOSSES = {
     "IPO": {"beta": 0.1},
     "SimPO": {"beta": 2.0, "gamma": 1.0},
 }
+OPPONENTS = ("SFT", "DPO")
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,7 @@ class StudyConfig:
     Attributes:
         output: report directory; runs are written below it.
         losses: loss class name → its init args; each is trained from the same SFT model.
-        seeds: one full study (SFT + every loss) per seed; the report gives mean ± std.
+        seeds: one full study (SFT + every loss) per seed; the report pools or averages them.
         sft_config: LightningCLI config of the SFT stage (must export with ``HFExport``).
         preference_config: LightningCLI config of every preference run.
         sft_args: extra ``lit-align fit`` arguments for the SFT run (e.g. a smaller budget).
@@ -50,12 +68,18 @@ class StudyConfig:
         dataset: held-out evaluation data (``builtin:sort`` or any preference dataset; train on
             another dataset by adding ``--data.dataset=...`` to ``sft_args`` and
             ``preference_args``).
-        split: split of ``dataset`` to evaluate on.
-        judge: ``rule`` (the embedded task's default), ``reward_model`` or ``pairwise_llm``.
+        split: split of ``dataset`` (default as in ``lit-align eval``).
+        on_bad_rows: ``error`` or ``skip`` malformed evaluation rows.
+        judge: ``rule`` (the embedded task's default), ``reward_model`` or ``pairwise_llm``;
+            none elsewhere: held-out reward accuracy and training statistics only.
         judge_model: the reward model or judge LM for those judges.
         num_prompts: held-out prompts judged per policy.
         num_pairs: held-out pairs for reward accuracy (reference: the SFT policy).
-        generation: sampling settings, shared by every policy.
+        max_length: tokens per evaluation pair (default: the SFT run's ``data.max_length``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...
+        dtype: ``auto`` (bfloat16 on a GPU, else float32) or a torch dtype name.
+        batch_size: prompts per ``generate`` call.
+        generation: transformers ``GenerationConfig`` fields, shared by every policy.
     """
 
     output: str = "runs/study"
@@ -66,18 +90,23 @@ class StudyConfig:
     sft_args: list[str] = field(default_factory=list)
     preference_args: list[str] = field(default_factory=list)
     dataset: str = BUILTIN_TASK
-    split: str = "validation"
+    split: str | None = None
+    on_bad_rows: BadRows = "error"
     judge: JudgeKind | None = None
     judge_model: str | None = None
     num_prompts: int = 200
     num_pairs: int = 200
-    generation: GenerationConfig = field(
-        default_factory=lambda: GenerationConfig(max_new_tokens=24, do_sample=True)
+    max_length: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 32
+    generation: dict[str, Any] = field(
+        default_factory=lambda: {"max_new_tokens": 24, "do_sample": True, "top_k": 0}
     )
 
 
-def _fit(config: str, seed: int, root: str, version: str, extra: list[str]) -> str:
-    """Run ``lit-align fit`` in-process; returns the run directory."""
+def _fit(config: str, seed: int, root: str, version: str, extra: list[str]) -> tuple[str, float]:
+    """Run ``lit-align fit`` in-process; returns the run directory and its wall time (s)."""
     args = [
         "fit",
         f"--config={config}",
@@ -88,11 +117,13 @@ def _fit(config: str, seed: int, root: str, version: str, extra: list[str]) -> s
         "--overwrite=true",  # the study owns its output directory: a rerun replaces its runs
         *extra,
     ]
+    start = time.perf_counter()
     run_lightning_cli(args)
+    seconds = time.perf_counter() - start
     export = os.path.join(root, version, "export")
     if not os.path.isdir(export):
         raise ValueError(f"{config}: the run wrote no {export}; add lit_align.callbacks.HFExport")
-    return os.path.join(root, version)
+    return os.path.join(root, version), seconds
 
 
 def _loss_arg(name: str, init_args: dict[str, Any]) -> str:
@@ -103,50 +134,46 @@ def _loss_arg(name: str, init_args: dict[str, Any]) -> str:
 def run_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
     """SFT, every loss, then generation and judging; returns this seed's raw results."""
     root = os.path.join(cfg.output, f"seed{seed}")
-    sft_dir = _fit(cfg.sft_config, seed, root, "sft", cfg.sft_args)
+    sft_dir, sft_time = _fit(cfg.sft_config, seed, root, "sft", cfg.sft_args)
     sft_export = os.path.join(sft_dir, "export")
-    runs = {
-        name: _fit(
-            cfg.preference_config,
-            seed,
-            root,
-            name,
-            [
-                f"--model.policy.pretrained={sft_export}",
-                _loss_arg(name, args),
-                *cfg.preference_args,
-            ],
+    runs, wall = {}, {"SFT": sft_time}
+    for name, args in cfg.losses.items():
+        extra = [f"--model.policy.pretrained={sft_export}", _loss_arg(name, args)]
+        runs[name], wall[name] = _fit(
+            cfg.preference_config, seed, root, name, [*extra, *cfg.preference_args]
         )
-        for name, args in cfg.losses.items()
-    }
-    return {"runs": runs, **_judge(cfg, seed, sft_export, runs)}
+    return {"runs": runs, "wall_time_s": wall, **_judge(cfg, seed, sft_export, runs)}
 
 
 def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -> dict:
-    judge = make_judge(cfg.judge, cfg.dataset, cfg.judge_model)
+    """Held-out reward accuracy of every policy and, with a judge, judged outcomes."""
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype, cfg.device)
+    judge = make_judge(cfg.judge, cfg.dataset, cfg.judge_model, device=device, dtype=dtype)
     tokenizer = load_tokenizer(PolicyConfig(pretrained=sft_export))
+    max_length = cfg.max_length or run_max_length(sft_export)
+    split = resolve_split(cfg.dataset, cfg.split)
     data = load_eval_data(
-        cfg.dataset,
-        cfg.split,
-        sft_export,
-        tokenizer,
-        cfg.num_prompts,
-        cfg.num_pairs,
-        seed,
-        max_length=1024,
-    )
-    prompts = data.prompts
-    sft = AutoModelForCausalLM.from_pretrained(sft_export).eval()
-    responses = {"SFT": generate_responses(sft, tokenizer, prompts, cfg.generation)}
-    accuracy = {}
+        cfg.dataset, split, tokenizer, cfg.num_prompts, cfg.num_pairs, seed, max_length,
+        cfg.on_bad_rows,
+    )  # fmt: skip
+    sft = load_policy(sft_export, device, dtype)
+    options = (generation_config(cfg.generation), seed, cfg.batch_size)
+    responses, accuracy = {}, {}
+    if judge is not None:
+        responses["SFT"] = generate_responses(sft, tokenizer, data.prompts, *options)
     for name, run_dir in runs.items():
-        policy = AutoModelForCausalLM.from_pretrained(os.path.join(run_dir, "export")).eval()
-        responses[name] = generate_responses(policy, tokenizer, prompts, cfg.generation)
-        accuracy[name] = reward_accuracy(policy, sft, data.pairs, tokenizer.pad_token_id)
+        policy = load_policy(os.path.join(run_dir, "export"), device, dtype)
+        acc = reward_accuracy(policy, sft, data.pairs, tokenizer.pad_token_id)
+        accuracy[name] = [round(acc * len(data.pairs)), len(data.pairs)]
+        if judge is not None:
+            responses[name] = generate_responses(policy, tokenizer, data.prompts, *options)
+    if judge is None:
+        return {"wins": {}, "judged_score": {}, "heldout_reward_accuracy": accuracy}
+    prompts = data.conversations
     wins = {
         name: {
-            other: sum(judge.compare(prompts, responses[name], responses[other])) / len(prompts)
-            for other in ("SFT", "DPO")
+            other: judge.compare(prompts, responses[name], responses[other])
+            for other in OPPONENTS
             if other in responses and other != name
         }
         for name in runs
@@ -159,42 +186,70 @@ def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -
 
 def run_study(cfg: StudyConfig) -> str:
     """Run every seed and write the report; returns the path of ``report.md``."""
+    check_judge(cfg.judge, cfg.dataset, cfg.judge_model)  # before hours of training
+    generation_config(cfg.generation)
     os.makedirs(cfg.output, exist_ok=True)
     results = {seed: run_seed(cfg, seed) for seed in cfg.seeds}
-    stats = {name: [run_stats(r["runs"][name]) for r in results.values()] for name in cfg.losses}
-    wins = {
-        name: {
-            other: [r["wins"][name][other] for r in results.values() if other in r["wins"][name]]
-            for other in ("SFT", "DPO")
-        }
-        for name in cfg.losses
-    }
+    per_loss = {name: _loss_results(name, results) for name in cfg.losses}
     first = results[cfg.seeds[0]]["runs"]
-    plots = report.plot_curves({n: read_scalars(d) for n, d in first.items()}, cfg.output)
-    text = _report_text(cfg, stats, wins, plots)
+    clip = _clip_value(next(iter(first.values())))
+    rates = {n: {o: w for o in OPPONENTS if (w := r.win(o))} for n, r in per_loss.items()}
+    figures = [plots.plot_win_rates(rates, cfg.output)] if any(rates.values()) else []
+    curves = {n: read_scalars(d) for n, d in first.items()}
+    figures += plots.plot_curves(curves, cfg.output, clip)
     path = os.path.join(cfg.output, "report.md")
     with open(path, "w") as f:
-        f.write(text)
+        f.write(_report_text(cfg, per_loss, figures, clip, results))
     raw = {
         "config": dataclasses.asdict(cfg),
         "seeds": results,
-        "stats": {n: [dataclasses.asdict(s) for s in v] for n, v in stats.items()},
+        "stats": {n: [dataclasses.asdict(s) for s in r.runs] for n, r in per_loss.items()},
     }
     with open(os.path.join(cfg.output, "results.json"), "w") as f:
         json.dump(raw, f, indent=2, default=str)
     return path
 
 
-def _report_text(cfg, stats, wins, plots) -> str:
-    images = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots)
+def _loss_results(name: str, results: dict[int, dict]) -> report.LossResults:
+    seeds = list(results.values())
+    return report.LossResults(
+        runs=[run_stats(r["runs"][name]) for r in seeds],
+        wins={
+            o: [r["wins"][name][o] for r in seeds if o in r["wins"].get(name, {})]
+            for o in OPPONENTS
+        },
+        accuracy=[tuple(r["heldout_reward_accuracy"][name]) for r in seeds],
+        wall_time=[r["wall_time_s"][name] for r in seeds],
+    )
+
+
+def _clip_value(run_dir: str) -> float | None:
+    """``trainer.gradient_clip_val`` of a run's saved config."""
+    trainer = (run_config(run_dir) or {}).get("trainer") or {}
+    return trainer.get("gradient_clip_val")
+
+
+def _report_text(cfg, per_loss, figures, clip, results) -> str:
+    images = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures)
+    sft_time = sum(r["wall_time_s"]["SFT"] for r in results.values()) / len(results)
+    judge = cfg.judge or ("rule" if cfg.dataset == BUILTIN_TASK else None)
+    judged = (
+        f"win rates judged on {cfg.num_prompts} held-out prompts by the {judge} judge (ties "
+        "half; pooled over seeds, 95% Wilson interval, W/T/L counts)"
+        if judge
+        else "no judge (win rates n/a)"
+    )
     return (
         f"# Loss comparison\n\nLosses {', '.join(cfg.losses)} trained from one SFT model per "
-        f"seed (seeds {cfg.seeds}); win rates judged on {cfg.num_prompts} held-out prompts of "
-        f"{cfg.dataset!r} by the {cfg.judge or 'rule'} judge (ties count half). Δ is the "
-        "policy/reference log-ratio margin in nats (comparable across losses); reward margins "
-        "are in each loss's own units (β·Δ); log-prob drifts are in nats.\n\n"
-        f"{report.table(stats, wins)}\n\n## Findings\n\n{report.findings(stats, wins)}\n\n"
-        f"## Curves\n\n{images}\n"
+        f"seed (seeds {cfg.seeds}) on the same budget; evaluated on {cfg.dataset!r}: {judged}. "
+        "The held-out reward accuracy is the fraction of the held-out pairs (up to "
+        f"{cfg.num_pairs} per seed; n in each cell) whose policy/SFT log-ratio margin is "
+        "positive, pooled with its Wilson interval. "
+        "Δ is that log-ratio margin in nats (β-free, comparable across losses; reference-free "
+        "losses have none); other cells are means over seeds ± the 95% t half-width (a single "
+        f"seed shows no interval). SFT took {sft_time:.0f} s per seed.\n\n"
+        f"{report.table(per_loss)}\n\n## Findings\n\n{report.findings(per_loss, clip)}\n\n"
+        f"## Figures\n\n{images}\n"
     )
 
 
@@ -209,7 +264,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> str:
     """Entry point of ``lit-align study``."""
     parser = build_parser()
-    cfg = parser.instantiate_classes(parser.parse_args(argv))
+    cfg = parser.parse_args(argv)
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(StudyConfig)}
     path = run_study(StudyConfig(**fields))
     print(open(path).read())

@@ -7,7 +7,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, LlamaConfig
 
 from lit_align.eval.cli import main as eval_main
-from lit_align.eval.compare import make_judge
+from lit_align.eval.compare import make_judge, resolve_split
+from lit_align.eval.runtime import resolve_device, resolve_dtype, run_max_length
 from lit_align.export import export_hf
 from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
 
@@ -111,10 +112,80 @@ def test_any_dataset_with_a_reward_model_judge(tmp_path):
     assert result.policy_score is not None and result.policy_correct is None
 
 
-def test_judge_selection_errors():
-    with pytest.raises(ValueError, match="--judge is required outside the embedded task"):
-        make_judge(None, "my/data", None)
+def test_judge_selection_errors(tmp_path):
+    """Outside the embedded task no judge means reward accuracy only; judge flags are checked
+    before any model or data loads (the policy directory here holds no model)."""
+    assert make_judge(None, "my/data", None) is None
     with pytest.raises(ValueError, match="--judge rule judges only 'builtin:sort'"):
         make_judge("rule", "my/data", None)
+    with pytest.raises(FileNotFoundError, match="--judge_model: directory '/no/rm' does not"):
+        make_judge("reward_model", "my/data", "/no/rm")
     with pytest.raises(ValueError, match="--judge reward_model needs --judge_model"):
-        make_judge("reward_model", "builtin:sort", None)
+        eval_main(
+            ["--policy", str(tmp_path), "--baseline", str(tmp_path), "--judge", "reward_model"]
+        )
+
+
+def _pairs_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_reward_accuracy_without_a_judge_skips_bad_rows_and_names_the_split(tmp_path, capsys):
+    a, b = _export(tmp_path / "a", seed=0), _export(tmp_path / "b", seed=1)
+    rows = [{"prompt": f"q{i}: ", "chosen": "yes", "rejected": "no"} for i in range(4)]
+    data = _pairs_file(tmp_path / "heldout.jsonl", [*rows, {"prompt": "q: ", "chosen": "yes"}])
+    base = ["--policy", a, "--baseline", b, "--dataset", data]
+    with pytest.raises(ValueError, match=r"split 'heldout', row 4.*rejected"):
+        eval_main(base)
+    result = eval_main([*base, "--on_bad_rows", "skip"])
+    assert (result.num_pairs, result.num_bad_rows, result.win_rate) == (4, 1, None)
+    out = capsys.readouterr().out
+    assert "held-out reward accuracy on 4 pairs" in out and "1 bad rows skipped" in out
+    assert "no --judge: reward accuracy only" in out
+
+
+def test_max_length_defaults_to_the_training_run(tmp_path):
+    """``<run>/config.yaml`` beside ``<run>/export`` gives data.max_length, else the default."""
+    run = tmp_path / "run"
+    policy = _export(run / "export", seed=0)
+    assert run_max_length(policy) == 1024
+    (run / "config.yaml").write_text("data:\n  max_length: 48\n")
+    assert run_max_length(policy) == 48
+    assert (
+        eval_main(
+            [
+                "--policy",
+                policy,
+                "--baseline",
+                policy,
+                "--num_prompts",
+                "2",
+                "--num_pairs",
+                "2",
+                "--generation.max_new_tokens",
+                "2",
+            ]
+        ).max_length
+        == 48
+    )
+
+
+def test_device_and_dtype_choice(monkeypatch):
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="--dtype must be auto or a torch float dtype.*'int8'"):
+        resolve_dtype("int8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_dtype("auto") == torch.bfloat16
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_hub_dataset_needs_a_split(tmp_path):
+    with pytest.raises(ValueError, match="--split is required for --dataset 'org/prefs'"):
+        resolve_split("org/prefs", None)
+    data = tmp_path / "held-out.v2.jsonl"
+    data.write_text("")
+    assert resolve_split(str(data), None) == "held_out"
+    assert resolve_split("org/prefs", "test") == "test"

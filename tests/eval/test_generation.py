@@ -4,31 +4,36 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tokenizers import processors
+from transformers import GenerationConfig
 
-from lit_align.eval.generate import GenerationConfig, generate_responses, read_jsonl, write_jsonl
+from lit_align.eval.generate import (
+    encode_left_padded,
+    generate_responses,
+    generation_config,
+    read_jsonl,
+    write_jsonl,
+)
 
 PROMPTS = ["sort: 3 1 2\n", "hello\n", "a much longer prompt than the others\n", "x"]
 
 
 def test_greedy_is_deterministic_and_ignores_seed(lm, tokenizer):
-    config = GenerationConfig(max_new_tokens=8, batch_size=2)
-    first = generate_responses(lm, tokenizer, PROMPTS, config)
-    again = generate_responses(lm, tokenizer, PROMPTS, config)
-    other_seed = generate_responses(
-        lm, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=8, seed=5)
-    )
+    config = GenerationConfig(max_new_tokens=8)
+    first = generate_responses(lm, tokenizer, PROMPTS, config, batch_size=2)
+    again = generate_responses(lm, tokenizer, PROMPTS, config, batch_size=2)
+    other_seed = generate_responses(lm, tokenizer, PROMPTS, config, seed=5)
     assert first == again == other_seed
     assert len(first) == len(PROMPTS) and all(first)
 
 
 def test_sampling_depends_on_seed_only_and_keeps_global_rng(lm, tokenizer):
-    config = GenerationConfig(max_new_tokens=16, do_sample=True, temperature=1.5, seed=1)
+    config = GenerationConfig(max_new_tokens=16, do_sample=True, temperature=1.5, top_k=0)
     rng_before = torch.get_rng_state()
-    first = generate_responses(lm, tokenizer, PROMPTS, config)
+    first = generate_responses(lm, tokenizer, PROMPTS, config, seed=1)
     assert torch.equal(torch.get_rng_state(), rng_before)
-    assert generate_responses(lm, tokenizer, PROMPTS, config) == first
-    other = GenerationConfig(max_new_tokens=16, do_sample=True, temperature=1.5, seed=2)
-    assert generate_responses(lm, tokenizer, PROMPTS, other) != first
+    assert generate_responses(lm, tokenizer, PROMPTS, config, seed=1) == first
+    assert generate_responses(lm, tokenizer, PROMPTS, config, seed=2) != first
 
 
 def test_left_padding_matches_unbatched_output(lm, tokenizer):
@@ -70,20 +75,49 @@ def test_stops_at_eos(lm, tokenizer):
     assert out == ["", ""]
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "match"),
-    [
-        ("max_new_tokens", 0, "max_new_tokens must be >= 1, got 0"),
-        ("temperature", 0, "temperature must be > 0, got 0"),
-        ("top_p", 0.0, r"top_p must be in \(0, 1\], got 0.0"),
-        ("top_p", 1.5, r"top_p must be in \(0, 1\], got 1.5"),
-        ("seed", -1, "seed must be >= 0, got -1"),
-        ("batch_size", 0, "batch_size must be >= 1, got 0"),
-    ],
-)
-def test_generation_config_validation(field, value, match):
-    with pytest.raises(ValueError, match=match):
-        GenerationConfig(**{field: value})
+def test_generation_options_are_transformers_fields():
+    """Every GenerationConfig field passes through (defaults: greedy, 64 new tokens); unknown
+    names and values transformers rejects are errors naming --generation / the field."""
+    config = generation_config({"top_k": 7, "repetition_penalty": 1.3, "stop_strings": ["\n"]})
+    assert isinstance(config, GenerationConfig)
+    assert (config.top_k, config.repetition_penalty, config.stop_strings) == (7, 1.3, ["\n"])
+    assert (config.max_new_tokens, config.do_sample) == (64, False)
+    with pytest.raises(ValueError, match=r"--generation: unknown option\(s\) \['top_kk'\]"):
+        generation_config({"top_kk": 5})
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generation_config({"max_new_tokens": 0})
+
+
+def test_repetition_penalty_and_stop_strings_take_effect(lm, tokenizer):
+    """A head forcing "z" then "y" in turn: a huge repetition penalty bans the second "z", and the
+    stop string "zy" ends generation once it appears."""
+    _force_next_token(lm, tokenizer.convert_tokens_to_ids("z"))
+    with torch.no_grad():
+        lm.lm_head.bias[tokenizer.convert_tokens_to_ids("y")] = 9.0
+    plain = generate_responses(lm, tokenizer, ["ab"], GenerationConfig(max_new_tokens=4))
+    penalised = GenerationConfig(max_new_tokens=4, repetition_penalty=100.0)
+    stopped = GenerationConfig(max_new_tokens=4, stop_strings=["zy"], repetition_penalty=100.0)
+    assert plain == ["zzzz"]
+    assert generate_responses(lm, tokenizer, ["ab"], penalised)[0].startswith("zy")
+    assert generate_responses(lm, tokenizer, ["ab"], stopped) == ["zy"]
+
+
+def test_bad_seed_or_batch_size(lm, tokenizer):
+    with pytest.raises(ValueError, match="need seed >= 0 and batch_size >= 1, got 0 and 0"):
+        generate_responses(lm, tokenizer, PROMPTS, batch_size=0)
+
+
+def test_prompt_gets_the_special_prefix_once(tokenizer):
+    """Prompts are tokenised as in training: with a tokenizer that puts bos first, bos leads
+    every prompt once, also when the rendered text already starts with it."""
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_token_id)]
+    )
+    enc = encode_left_padded(tokenizer, ["ab", "<bos>abc"], "cpu")
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+    assert enc["input_ids"][0].tolist()[:2] == [pad, bos]
+    assert enc["input_ids"][1].tolist().count(bos) == 1
+    assert enc["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
 
 
 def test_missing_pad_token_is_a_clear_error(lm, tokenizer):
