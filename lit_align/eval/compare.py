@@ -128,7 +128,8 @@ def _prompts(
 ) -> tuple[list[str], list[Prompt]]:
     """Distinct prompts of the split in row order: rendered text, and as the data gives them."""
     rendered: dict[str, Prompt] = {}
-    for index, row in enumerate(load_split(dataset, split)):
+    rows, _ = load_split(dataset, split, skip_bad_lines=on_bad_rows == "skip")
+    for index, row in enumerate(rows):
         try:
             canonical = normalize_row(row, fmt, RowContext(dataset, split, index), tokenizer)
         except DataError:

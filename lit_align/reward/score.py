@@ -143,7 +143,7 @@ def score_dataset(settings: ScoreSettings) -> ScoreSummary:
     check_output(settings)
     rank, world = _join_ranks()
     scorer, tokenizer = load_reward_model(settings.model, settings.dtype, _device(settings))
-    raw = load_split(settings.dataset, settings.split, settings.subset, settings.revision)
+    raw, _ = load_split(settings.dataset, settings.split, settings.subset, settings.revision)
     encoded = _encode(raw, settings, tokenizer)
     errors, lengths = list(encoded["error"]), list(encoded["length"])
     good = [i for i, error in enumerate(errors) if error is None]
