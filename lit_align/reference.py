@@ -41,10 +41,10 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from lit_align.collectives import world
 from lit_align.data.collate import REF_SUM, REF_TOKENS, PreferenceCollator, Truncation
 from lit_align.data.packing import row_dicts
 from lit_align.data.prepare import tokenizer_fingerprint
-from lit_align.data.sampler import world
 
 ReferenceMode = Literal["model", "precomputed", "none"]
 MODES = ("model", "precomputed", "none")

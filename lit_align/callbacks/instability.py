@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_align.callbacks.reward_margins import rank_mean, step_record, tensorboard
+from lit_align.callbacks.readers import step_record, tensorboard
+from lit_align.collectives import rank_mean
 from lit_align.types import StepRecord
 
 GRADIENT_KINDS = ("nonfinite_grad", "grad_spike")  # detected before the optimizer step

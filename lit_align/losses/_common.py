@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_align.collectives import global_sum
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
@@ -110,14 +110,6 @@ def split_by_label(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """The desirable and undesirable entries of the ``(N,)`` tensor ``x`` (unpaired layout)."""
     labels = labels.bool()
     return x[labels], x[~labels]
-
-
-def global_sum(x: Tensor) -> Tensor:
-    """``x`` (detached) summed over ranks when ``torch.distributed`` is initialised, else ``x``."""
-    x = x.detach().clone()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x)
-    return x
 
 
 class RunningMean(nn.Module):

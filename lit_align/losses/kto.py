@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lit_align.losses._common import global_sum, split_by_label
+from lit_align.collectives import global_sum
+from lit_align.losses._common import split_by_label
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
