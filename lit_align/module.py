@@ -146,8 +146,8 @@ class AlignmentModule(LightningModule):
         meta = meta_init_enabled(cfg, self._trainer)
         model = build_causal_lm(cfg, self.tokenizer, meta=meta)
         model.config.use_cache = False
-        frozen = []
-        if self.loss.requires_reference and cfg.lora is None:
+        frozen, needs_reference = [], self.loss.capabilities()["requires_reference"]
+        if needs_reference and cfg.lora is None:
             frozen = [frozen_copy(CausalLMScorer(model, self.logps_chunk_size, cfg.decoder_layers))]
         if self.activation_checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
@@ -160,7 +160,7 @@ class AlignmentModule(LightningModule):
         if meta:
             device = self._trainer.strategy.root_device
             load_sharded(cfg, self.tokenizer, [self.policy, *frozen], device)
-        if self.loss.requires_reference and cfg.lora is not None:
+        if needs_reference and cfg.lora is not None:
             frozen = [AdapterDisabledScorer(self.policy)]
         self._reference = frozen
 
@@ -185,11 +185,11 @@ class AlignmentModule(LightningModule):
     # ------------------------------------------------------------------- step
     def forward(self, batch: PreferenceBatch) -> tuple[LossOutput, StepRecord]:
         """Policy log-probs → reference log-probs → loss, and the detached step record."""
-        caps = self.loss
-        if batch.paired and not caps.needs_rejected:
+        caps = self.loss.capabilities()
+        if batch.paired and not caps["needs_rejected"]:
             batch = batch.chosen_only()  # (B, T): the rejected rows are never scored
-        policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
-        reference = self._reference_logps(batch) if caps.requires_reference else None
+        policy = self.policy(batch, caps["needs_token_logps"], caps["needs_token_entropy"])
+        reference = self._reference_logps(batch) if caps["requires_reference"] else None
         out = self.loss(policy, reference, batch)
         return out, make_record(out, policy, reference, batch, self.loss)
 
@@ -202,7 +202,7 @@ class AlignmentModule(LightningModule):
                 f"model is loaded (--model.reference {self.reference_mode})"
             )
         with torch.no_grad():
-            return self.reference(batch, self.loss.needs_token_logps, False)
+            return self.reference(batch, self.loss.capabilities()["needs_token_logps"], False)
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> dict[str, Any]:
         out, record = self(batch)
@@ -311,7 +311,8 @@ class AlignmentModule(LightningModule):
         settings["precision"] = str(self.trainer.precision)
         settings["param_dtype"] = str(getattr(mixed, "param_dtype", None))
         identity = model_identity(cfg.pretrained, cfg.revision, owner.model, **settings)
-        precompute(ref, data, identity, self.loss.needs_token_logps, self.device)
+        with_tokens = self.loss.capabilities()["needs_token_logps"]
+        precompute(ref, data, identity, with_tokens, self.device)
         self._reference = []  # the batches carry the values now
         gc.collect()
         if torch.cuda.is_available():

@@ -45,6 +45,7 @@ from lit_align.collectives import world
 from lit_align.data.collate import REF_SUM, REF_TOKENS, PreferenceCollator, Truncation
 from lit_align.data.packing import row_dicts
 from lit_align.data.prepare import tokenizer_fingerprint
+from lit_align.losses.base import PreferenceLoss
 
 ReferenceMode = Literal["model", "precomputed", "none"]
 MODES = ("model", "precomputed", "none")
@@ -70,7 +71,7 @@ class ReferenceData(Protocol):
     def attach_reference_logps(self, split: str, columns: pa.Table) -> None: ...
 
 
-def resolve_mode(requested: str | None, loss: nn.Module) -> str:
+def resolve_mode(requested: str | None, loss: PreferenceLoss) -> str:
     """The reference mode for ``loss``; None: ``model``, or ``none`` for reference-free losses.
 
     Raises:
@@ -79,7 +80,7 @@ def resolve_mode(requested: str | None, loss: nn.Module) -> str:
     name = type(loss).__name__
     if requested is not None and requested not in MODES:
         raise ValueError(f"--model.reference must be one of {MODES} or null, got {requested!r}")
-    if not loss.requires_reference:
+    if not loss.capabilities()["requires_reference"]:
         if requested not in (None, "none"):
             rank_zero_warn(f"--model.reference {requested} ignored: {name} needs no reference")
         return "none"

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align.callbacks.readers import step_record, tensorboard
 from lit_align.collectives import rank_mean
+from lit_align.losses.base import PreferenceLoss
 from lit_align.types import StepRecord
 
 GRADIENT_KINDS = ("nonfinite_grad", "grad_spike")  # detected before the optimizer step
@@ -171,8 +172,9 @@ class InstabilityMonitor(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_dir = trainer.log_dir  # a collective (broadcast): resolved once, on every rank
-        loss = getattr(pl_module, "loss", None)
-        self._off = () if getattr(loss, "optimizes_margin", True) else ("margin_divergence",)
+        loss = getattr(pl_module, "loss", None)  # any LightningModule may carry this callback
+        margin = not isinstance(loss, PreferenceLoss) or loss.capabilities()["optimizes_margin"]
+        self._off = () if margin else ("margin_divergence",)
         os.makedirs(self._log_dir, exist_ok=True)
         if trainer.is_global_zero:  # the log exists (maybe empty) whenever the monitor ran
             open(os.path.join(self._log_dir, EVENT_LOG), "a").close()

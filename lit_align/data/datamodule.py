@@ -18,6 +18,7 @@ from lit_align.data.prepare import Encoding, SplitStats, prepare_split
 from lit_align.data.reference_columns import ReferenceColumns
 from lit_align.data.sampler import LoaderPosition, ResumableLoader, ResumableSampler
 from lit_align.data.sources import check_columns, hold_out, load_split, map_columns
+from lit_align.losses.base import CAPABILITIES
 
 BUILTIN_TASK = "builtin:sort"
 Format = Literal["auto", "paired", "conversational", "implicit_prompt", "unpaired"]
@@ -223,20 +224,22 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         loss = getattr(module, "loss", None)
         name = type(loss).__name__
-        if loss is not None and unpaired and not getattr(loss, "supports_unpaired", True):
+        caps = loss.capabilities() if loss is not None else dict.fromkeys(CAPABILITIES, True)
+        if unpaired and not caps["supports_unpaired"]:
             raise DataError(
                 f"--model.loss {name} needs paired data, but the data is unpaired "
                 f"(format {self.format!r}, --data.unpair {self.hparams.unpair}); use paired "
                 "data or a loss for unpaired data (KTO, BCO, BNF)"
             )
-        if loss is not None and not unpaired and not getattr(loss, "supports_paired", True):
+        if not unpaired and not caps["supports_paired"]:
             raise DataError(
                 f"--model.loss {name} needs unpaired data, but the data is paired "
                 f"(format {self.format!r}); set --data.unpair true to make each pair a "
                 "desirable and an undesirable row"
             )
         kl_rows = self.hparams.kl_rows
-        kl_rows = bool(getattr(loss, "needs_kl_rows", False)) if kl_rows is None else kl_rows
+        if kl_rows is None:
+            kl_rows = loss is not None and caps["needs_kl_rows"]
         if kl_rows and not unpaired:
             raise ValueError("--data.kl_rows applies to unpaired data only (or --data.unpair)")
         if kl_rows and self.hparams.batch_size < 2:

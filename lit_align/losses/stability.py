@@ -118,7 +118,7 @@ def train(
     for step in range(steps):
         batch = batches[step % len(batches)]
         logps = policy(batch)
-        ref = reference(batch) if loss.requires_reference else None
+        ref = reference(batch) if loss.capabilities()["requires_reference"] else None
         out = loss(logps, ref, batch)
         optimizer.zero_grad()
         out.loss.backward()

@@ -177,16 +177,15 @@ def _table_line(cells) -> str:
 
 
 def _row(cls: type[PreferenceLoss]) -> list[str]:
-    composite = _is_composite(cls)
-    return [
-        f"`{cls.__name__}`",
-        f"`{cls.formula}`",
-        _hyperparameters(cls),
-        _link_arxiv(cls.paper),
-        "if a component needs one" if composite else _yes_no(cls.requires_reference),
-        "what all components support" if composite else _data(cls),
-        "what any component needs" if composite else _token_inputs(cls),
-    ]
+    cells = [f"`{cls.__name__}`", f"`{cls.formula}`", _hyperparameters(cls), _link_arxiv(cls.paper)]
+    if _is_composite(cls):
+        return cells + [
+            "if a component needs one",
+            "what all components support",
+            "what any component needs",
+        ]
+    caps = cls().capabilities()  # the defaults' capabilities
+    return cells + [_yes_no(caps["requires_reference"]), _data(caps), _token_inputs(caps)]
 
 
 def _is_composite(cls: type[PreferenceLoss]) -> bool:
@@ -200,18 +199,18 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _data(cls: type[PreferenceLoss]) -> str:
+def _data(caps: dict[str, bool]) -> str:
     layouts = {(True, True): "both", (True, False): "paired", (False, True): "unpaired"}
-    data = layouts[(cls.supports_paired, cls.supports_unpaired)]
-    return data + " + KL rows" if getattr(cls, "needs_kl_rows", False) else data
+    data = layouts[(caps["supports_paired"], caps["supports_unpaired"])]
+    return data + " + KL rows" if caps["needs_kl_rows"] else data
 
 
-def _token_inputs(cls: type[PreferenceLoss]) -> str:
+def _token_inputs(caps: dict[str, bool]) -> str:
     inputs = [
         name
         for name, flag in (
-            ("log-probs", cls.needs_token_logps),
-            ("entropy", cls.needs_token_entropy),
+            ("log-probs", caps["needs_token_logps"]),
+            ("entropy", caps["needs_token_entropy"]),
         )
         if flag
     ]
@@ -307,10 +306,10 @@ def _modifier_notes() -> str:
         options = f" One of {', '.join(f'`{c}`' for c in choices)}." if choices else ""
         lines.append(f"- {_format(param)}: {docs.get(param.name, '')}{options}")
     for name, value in MODIFIER_SWITCHES.items():
-        loss = MarginLoss(**{name: value})
-        if loss.needs_token_logps:
+        caps = MarginLoss(**{name: value}).capabilities()
+        if caps["needs_token_logps"]:
             lines += ["", f"Setting `{name}` makes the loss read per-token log-probs."]
-        if loss.needs_token_entropy:
+        if caps["needs_token_entropy"]:
             lines += [
                 "",
                 f"Setting `{name}` makes the loss read the policy's per-token entropy "
