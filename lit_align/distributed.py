@@ -52,7 +52,7 @@ from torch.distributed.fsdp import (
 from lit_align import checkpointing, safe_unpickle
 from lit_align.collectives import destroy_process_group
 from lit_align.launchers import launcher_mismatch
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

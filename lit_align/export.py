@@ -106,7 +106,7 @@ def module_from_run_config(path: str) -> nn.Module:
     """The ``AlignmentModule`` described by a run's saved ``config.yaml`` (not yet built)."""
     import yaml
 
-    from lit_align.cli import run_lightning_cli
+    from lit_align.lightning_cli import run_lightning_cli  # imports the module and data
 
     with open(path) as f:
         config = yaml.safe_load(f)

@@ -34,7 +34,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lit_align.collectives import rank
 from lit_align.distributed import FSDP2Strategy
 from lit_align.lora import apply_lora
-from lit_align.models import CausalLMScorer, PolicyConfig, build_causal_lm
+from lit_align.models import PolicyConfig, build_causal_lm
+from lit_align.scorer import CausalLMScorer
 
 _FLAG = "_is_hf_initialized"  # transformers' mark of a tensor its init functions leave alone
 

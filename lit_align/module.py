@@ -11,7 +11,7 @@ the optimizer's ``fused`` or ``foreach`` was set. The host syncs left in a step 
 ``BENCHMARKS.md`` ("Host synchronisation").
 
 Documented attributes for callbacks (read-only for them):
-    policy: the trained :class:`~lit_align.models.CausalLMScorer`; ``policy.model`` is the HF
+    policy: the trained :class:`~lit_align.scorer.CausalLMScorer`; ``policy.model`` is the HF
         model.
     tokenizer: the tokenizer the data and the export use.
     loss: the :class:`~lit_align.losses.PreferenceLoss`; callbacks read its capability flags.
@@ -46,18 +46,11 @@ from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.meta_init import load_sharded, meta_init_enabled
-from lit_align.models import (
-    CausalLMScorer,
-    PolicyConfig,
-    build_causal_lm,
-    check_vocab,
-    compile_blocks,
-    frozen_copy,
-    load_tokenizer,
-)
+from lit_align.models import PolicyConfig, build_causal_lm, check_vocab, load_tokenizer
 from lit_align.optim import LRSchedule
 from lit_align.records import make_record, reward_metrics
 from lit_align.reference import ReferenceMode, model_identity, precompute, resolve_mode
+from lit_align.scorer import CausalLMScorer, compile_blocks, frozen_copy
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps, StepRecord
 
 DEFAULT_POLICY = PolicyConfig(
@@ -121,6 +114,7 @@ class AlignmentModule(LightningModule):
         self._reference: list[CausalLMScorer] = []
         self.grad_norm: Tensor = torch.zeros(())
         self._clip_counts = torch.zeros(2)  # steps whose norm exceeded the clip, steps clipped
+        self._batch_idx = 0  # of the training batch being run (on_train_batch_start)
 
     # ------------------------------------------------------------------ model
     @property
@@ -247,15 +241,18 @@ class AlignmentModule(LightningModule):
         return [callback for callback in defaults if not isinstance(callback, present)]
 
     # -------------------------------------------------------------- gradients
+    def on_train_batch_start(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        self._batch_idx = batch_idx  # read by on_after_backward, which is not given it
+
     def on_after_backward(self) -> None:
         if self._is_step_boundary():
             self.grad_norm = global_grad_norm(self.policy.parameters())
             self.log("grad_norm", self.grad_norm, on_step=True, on_epoch=False)
 
     def _is_step_boundary(self) -> bool:
-        """True on the micro-batch whose backward is followed by an optimizer step."""
-        loop = self.trainer.fit_loop.epoch_loop
-        done = loop.batch_progress.current.ready
+        """True on the micro-batch whose backward is followed by an optimizer step: every
+        ``accumulate_grad_batches``-th batch of the epoch, and its last (as Lightning steps)."""
+        done = self._batch_idx + 1  # batches of this epoch so far, this one included
         last = done >= self.trainer.num_training_batches
         return done % self.trainer.accumulate_grad_batches == 0 or last
 

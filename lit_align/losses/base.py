@@ -71,7 +71,7 @@ class PreferenceLoss(nn.Module):
             (``<namespace>/rewards/*``); None when they are the standard rewards.
 
     Documentation (class attributes, rendered into ``docs/losses.md`` by
-    :mod:`lit_align.losses.table`):
+    :mod:`lit_align.docs`):
         formula: the per-example loss on one line, in the notation of that page
             (e.g. ``−logσ(βΔ)``).
         paper: short citation with the arXiv id (e.g. ``Rafailov et al. 2023, arXiv 2305.18290``).

@@ -17,11 +17,11 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser
 from transformers import AutoModelForCausalLM
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.datamodule import BUILTIN_TASK
 from lit_align.eval.compare import JudgeKind, load_eval_data, make_judge, reward_accuracy
 from lit_align.eval.generate import GenerationConfig, generate_responses
 from lit_align.eval.judges import ScoringJudge
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.models import PolicyConfig, load_tokenizer
 from lit_align.study import report
 from lit_align.study.metrics import read_scalars, run_stats

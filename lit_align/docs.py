@@ -2,8 +2,8 @@
 
 Every cell comes from the code: the ``formula`` and ``paper`` class attributes, the capability
 flags, and the constructor signatures (``**modifiers`` followed to
-:class:`~lit_align.losses._common.MarginLoss`, whose modifiers are listed once below the table).
-``python -m lit_align.losses.table`` rewrites the page; ``--check`` exits 1 when it is stale.
+:class:`~lit_align.losses.margin.MarginLoss`, whose modifiers are listed once below the table).
+``python -m lit_align.docs`` rewrites the page; ``--check`` exits 1 when it is stale.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
 from lit_align.losses import ALL_LOSSES, LossConfigError, PreferenceLoss
-from lit_align.losses._common import MarginLoss
+from lit_align.losses.margin import MarginLoss
 
-DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
+DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "losses.md"
 COLUMNS = (
     "Loss",
     "Formula",
@@ -35,8 +35,8 @@ MODIFIER_SWITCHES = {"divergence": "js", "ld_alpha": 0.5, "wpo": True}
 HEADER = """\
 # Preference losses
 
-Generated from the loss classes by `python -m lit_align.losses.table`; do not edit by hand
-(`python -m lit_align.losses.table --check` and `tests/losses/test_table.py` fail when this page
+Generated from the loss classes by `python -m lit_align.docs`; do not edit by hand
+(`python -m lit_align.docs --check` and `tests/test_docs.py` fail when this page
 is out of date).
 
 Select a loss by the name in the first column and set its hyper-parameters as
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
         if current != page:
             print(
-                f"{args.output} is out of date: run `python -m lit_align.losses.table`",
+                f"{args.output} is out of date: run `python -m lit_align.docs`",
                 file=sys.stderr,
             )
             return 1
