@@ -48,6 +48,13 @@ class AlignCLI(CheckpointArguments, LightningCLI):
             help="replace the run directory if it already holds a run (its contents are deleted)",
         )
 
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer, then connect the data to the model's loss and
+        tokenizer (:meth:`~lit_align.module.AlignmentModule.connect_data`)."""
+        super().instantiate_classes()
+        if isinstance(self.datamodule, PreferenceDataModule):
+            self.model.connect_data(self.datamodule)
+
     def before_instantiate_classes(self) -> None:
         """Resume in the checkpoint's run directory when the logger's version is unset."""
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -42,6 +42,7 @@ from torch.distributed.tensor import DTensor
 from lit_align.callbacks.preemption import PreemptionCheckpoint
 from lit_align.callbacks.resume_guard import ResumeGuard
 from lit_align.callbacks.weight_guard import WeightGuard
+from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
@@ -49,7 +50,7 @@ from lit_align.meta_init import load_sharded, meta_init_enabled
 from lit_align.models import PolicyConfig, build_causal_lm, check_vocab, load_tokenizer
 from lit_align.optim import LRSchedule
 from lit_align.records import make_record, reward_metrics
-from lit_align.reference import ReferenceMode, model_identity, precompute, resolve_mode
+from lit_align.reference import ReferenceMode, cache_identity, precompute, resolve_mode
 from lit_align.scorer import CausalLMScorer, compile_blocks, frozen_copy
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps, StepRecord
 
@@ -123,6 +124,14 @@ class AlignmentModule(LightningModule):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.policy_config)
         return self._tokenizer
+
+    def connect_data(self, data: PreferenceDataModule) -> None:
+        """Push into ``data`` what it needs from this module: the loss, the tokenizer (lazily).
+
+        ``lit-align`` calls it after building both; call it yourself before ``Trainer.fit``
+        when you build them in Python.
+        """
+        data.connect(self.loss, lambda: self.tokenizer)
 
     def prepare_data(self) -> None:
         """Checks that need only the configs, before the data module tokenises anything."""
@@ -294,22 +303,9 @@ class AlignmentModule(LightningModule):
         still holds the initial weights) and before the first batch is read; loaders made
         earlier serve the values too (see :mod:`lit_align.data.reference_columns`).
         """
-        data = self.trainer.datamodule
-        if not hasattr(data, "attach_reference_logps"):
-            raise ValueError(
-                "--model.reference precomputed needs lit_align's PreferenceDataModule (--data), "
-                "which serves the values with the rows; or set --model.reference model"
-            )
-        ref = self.reference
-        owner = ref if next(ref.parameters(), None) is not None else self.policy  # LoRA: policy
-        cfg, strategy = self.policy_config, self.trainer.strategy
-        settings = {"dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
-        mixed = getattr(strategy, "mp_policy", None)  # FSDP2Strategy's compute dtype
-        settings["precision"] = str(self.trainer.precision)
-        settings["param_dtype"] = str(getattr(mixed, "param_dtype", None))
-        identity = model_identity(cfg.pretrained, cfg.revision, owner.model, **settings)
+        identity = cache_identity(self.reference, self.policy, self.policy_config, self.trainer)
         with_tokens = self.loss.capabilities()["needs_token_logps"]
-        precompute(ref, data, identity, with_tokens, self.device)
+        precompute(self.reference, self.trainer.datamodule, identity, with_tokens, self.device)
         self._reference = []  # the batches carry the values now
         gc.collect()
         if torch.cuda.is_available():
