@@ -134,6 +134,7 @@ class InstabilityMonitor(Callback):
         max_consecutive_skips: int | None = 10,
     ) -> None:
         self.actions = {**DEFAULT_ACTIONS, **(actions or {})}
+        _check_actions(self.actions)
         thresholds = dict(
             grad_z_threshold=grad_z_threshold,
             loss_z_threshold=loss_z_threshold,
@@ -144,7 +145,7 @@ class InstabilityMonitor(Callback):
         for name, value in thresholds.items():
             _check(value is None or value > 0, name, "> 0 or None", value)
         history, growth = spike_min_history, margin_growth_windows
-        rollbacks = max_consecutive_rollbacks
+        rollbacks, skips = max_consecutive_rollbacks, max_consecutive_skips
         _check(spike_window >= 2, "spike_window", ">= 2", spike_window)
         _check(2 <= history <= spike_window, "spike_min_history", "in [2, spike_window]", history)
         _check(window >= 1, "window", ">= 1", window)
@@ -152,13 +153,8 @@ class InstabilityMonitor(Callback):
         _check(0 < lr_factor < 1, "lr_factor", "in (0, 1)", lr_factor)
         _check(min_lr >= 0, "min_lr", ">= 0", min_lr)
         _check(rollbacks >= 1, "max_consecutive_rollbacks", ">= 1", rollbacks)
-        skips = max_consecutive_skips
         _check(skips is None or skips >= 1, "max_consecutive_skips", ">= 1 or None", skips)
         self.max_consecutive_skips = skips
-        for kind, action in self.actions.items():
-            _check(kind in KINDS, "actions", f"keyed by kinds {KINDS}", kind)
-            allowed = ACTIONS if kind in GRADIENT_KINDS else LATE_ACTIONS
-            _check(action in allowed, f"actions[{kind!r}]", f"one of {allowed}", action)
         self.lr_factor, self.min_lr, self.max_consecutive_rollbacks = lr_factor, min_lr, rollbacks
         self.grad_spikes = SpikeDetector(
             NONFINITE_GRAD, GRAD_SPIKE, grad_z_threshold, spike_window, spike_min_history
@@ -328,6 +324,14 @@ class InstabilityMonitor(Callback):
             skipped=state["skipped"],
             skip_streak=state["skip_streak"],
         )
+
+
+def _check_actions(actions: dict[str, str]) -> None:
+    """Each key a kind, each action one its kind allows (late kinds cannot skip their step)."""
+    for kind, action in actions.items():
+        _check(kind in KINDS, "actions", f"keyed by kinds {KINDS}", kind)
+        allowed = ACTIONS if kind in GRADIENT_KINDS else LATE_ACTIONS
+        _check(action in allowed, f"actions[{kind!r}]", f"one of {allowed}", action)
 
 
 def _check(ok: bool, argument: str, rule: str, value: Any) -> None:
