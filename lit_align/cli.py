@@ -27,7 +27,7 @@ class Command(NamedTuple):
     help: str
 
 
-LIGHTNING = "lightning"  # run by LightningCLI (lit_align.lightning_cli.AlignCLI)
+LIGHTNING = "lightning"  # run by LightningCLI (AlignCLI)
 COMMANDS = {
     "fit": Command(LIGHTNING, "train a policy (--config configs/quickstart.yaml)"),
     "validate": Command(LIGHTNING, "run the validation loop of a model or checkpoint"),
