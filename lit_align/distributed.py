@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
@@ -51,8 +50,9 @@ from torch.distributed.fsdp import (
 )
 
 from lit_align import checkpointing, safe_unpickle
+from lit_align.collectives import destroy_process_group
 from lit_align.launchers import launcher_mismatch
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -190,8 +190,8 @@ class FSDP2Strategy(ModelParallelStrategy):
         super().setup_environment()
         # Leaving gloo's threads to interpreter teardown crashed 3 of 45 CPU runs after their work
         # was done (rc 134, "terminate called without an active exception"): destroy it first.
-        atexit.unregister(_destroy_process_group)  # once, however many times fit/validate run
-        atexit.register(_destroy_process_group)
+        atexit.unregister(destroy_process_group)  # once, however many times fit/validate run
+        atexit.register(destroy_process_group)
 
     def shard(self, policy: CausalLMScorer, frozen: Sequence[CausalLMScorer] = ()) -> None:
         """Shard the policy and the frozen scorers (no gradients, eval mode) over all ranks."""
@@ -310,8 +310,3 @@ def shard_for_trainer(
             f"trainer.strategy {type(strategy).__name__} is not supported: use "
             "class_path: lit_align.distributed.FSDP2Strategy, which shards the model"
         )
-
-
-def _destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

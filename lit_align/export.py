@@ -7,18 +7,18 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_align import checkpointing, safe_unpickle
+from lit_align.collectives import barrier, global_sum, is_distributed, rank
 from lit_align.finite import NonFiniteWeightsError, describe, nonfinite
 from lit_align.lora import is_peft_model, save_peft
 
 
 def _full_state_dict(model: nn.Module) -> dict | None:
     """The unsharded state dict on CPU; a collective when torch.distributed is initialised."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return None  # save_pretrained reads the (unsharded) parameters itself
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -40,16 +40,14 @@ def export_hf(
     """
     state = _full_state_dict(model)
     _require_finite(model, state, dirpath)
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    if rank == 0:
+    if rank() == 0:
         os.makedirs(dirpath, exist_ok=True)
         if is_peft_model(model):
             save_peft(model, dirpath, state, merge=merge_adapters)
         else:
             model.save_pretrained(dirpath, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(dirpath)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()
     return dirpath
 
 
@@ -58,9 +56,7 @@ def _require_finite(model: nn.Module, state: dict | None, dirpath: str) -> None:
     named = state.items() if state is not None else model.named_parameters()
     bad = nonfinite(named)
     device = next(model.parameters()).device  # where the process group's backend works
-    count = torch.tensor(float(len(bad)), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(count)
+    count = global_sum(torch.tensor(float(len(bad)), device=device))
     if float(count) > 0:
         where = describe(bad) if bad else "tensors rank 0 holds"
         raise NonFiniteWeightsError(
@@ -110,7 +106,7 @@ def module_from_run_config(path: str) -> nn.Module:
     """The ``AlignmentModule`` described by a run's saved ``config.yaml`` (not yet built)."""
     import yaml
 
-    from lit_align.cli import run_lightning_cli
+    from lit_align.lightning_cli import run_lightning_cli  # imports the module and data
 
     with open(path) as f:
         config = yaml.safe_load(f)

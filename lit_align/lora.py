@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from lit_align.models import CausalLMScorer
-    from lit_align.types import PreferenceBatch, SequenceLogps
+from lit_align.scorer import CausalLMScorer
+from lit_align.types import PreferenceBatch, SequenceLogps
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_align.collectives import rank
 from lit_align.distributed import FSDP2Strategy
 from lit_align.lora import apply_lora
-from lit_align.models import CausalLMScorer, PolicyConfig, build_causal_lm
+from lit_align.models import PolicyConfig, build_causal_lm
+from lit_align.scorer import CausalLMScorer
 
 _FLAG = "_is_hf_initialized"  # transformers' mark of a tensor its init functions leave alone
 
@@ -73,7 +74,7 @@ def load_sharded(
 
 def _rank0_state_dict(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerBase) -> dict:
     """The full state dict of the policy as built unsharded, on rank 0; empty elsewhere."""
-    if dist.get_rank() != 0:
+    if rank() != 0:
         return {}
     rank_zero_info(f"meta init: rank 0 loads {cfg.pretrained} and broadcasts the shards")
     model = apply_lora(build_causal_lm(cfg, tokenizer), cfg.lora)

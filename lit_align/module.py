@@ -11,7 +11,7 @@ the optimizer's ``fused`` or ``foreach`` was set. The host syncs left in a step 
 ``BENCHMARKS.md`` ("Host synchronisation").
 
 Documented attributes for callbacks (read-only for them):
-    policy: the trained :class:`~lit_align.models.CausalLMScorer`; ``policy.model`` is the HF
+    policy: the trained :class:`~lit_align.scorer.CausalLMScorer`; ``policy.model`` is the HF
         model.
     tokenizer: the tokenizer the data and the export use.
     loss: the :class:`~lit_align.losses.PreferenceLoss`; callbacks read its capability flags.
@@ -42,22 +42,16 @@ from torch.distributed.tensor import DTensor
 from lit_align.callbacks.preemption import PreemptionCheckpoint
 from lit_align.callbacks.resume_guard import ResumeGuard
 from lit_align.callbacks.weight_guard import WeightGuard
+from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.distributed import global_grad_norm, shard_for_trainer
 from lit_align.lora import AdapterDisabledScorer, apply_lora
 from lit_align.losses import DPO, PreferenceLoss
 from lit_align.meta_init import load_sharded, meta_init_enabled
-from lit_align.models import (
-    CausalLMScorer,
-    PolicyConfig,
-    build_causal_lm,
-    check_vocab,
-    compile_blocks,
-    frozen_copy,
-    load_tokenizer,
-)
+from lit_align.models import PolicyConfig, build_causal_lm, check_vocab, load_tokenizer
 from lit_align.optim import LRSchedule
 from lit_align.records import make_record, reward_metrics
-from lit_align.reference import ReferenceMode, model_identity, precompute, resolve_mode
+from lit_align.reference import ReferenceMode, cache_identity, precompute, resolve_mode
+from lit_align.scorer import CausalLMScorer, compile_blocks, frozen_copy
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps, StepRecord
 
 DEFAULT_POLICY = PolicyConfig(
@@ -121,6 +115,7 @@ class AlignmentModule(LightningModule):
         self._reference: list[CausalLMScorer] = []
         self.grad_norm: Tensor = torch.zeros(())
         self._clip_counts = torch.zeros(2)  # steps whose norm exceeded the clip, steps clipped
+        self._batch_idx = 0  # of the training batch being run (on_train_batch_start)
 
     # ------------------------------------------------------------------ model
     @property
@@ -129,6 +124,14 @@ class AlignmentModule(LightningModule):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.policy_config)
         return self._tokenizer
+
+    def connect_data(self, data: PreferenceDataModule) -> None:
+        """Push into ``data`` what it needs from this module: the loss, the tokenizer (lazily).
+
+        ``lit-align`` calls it after building both; call it yourself before ``Trainer.fit``
+        when you build them in Python.
+        """
+        data.connect(self.loss, lambda: self.tokenizer)
 
     def prepare_data(self) -> None:
         """Checks that need only the configs, before the data module tokenises anything."""
@@ -146,8 +149,8 @@ class AlignmentModule(LightningModule):
         meta = meta_init_enabled(cfg, self._trainer)
         model = build_causal_lm(cfg, self.tokenizer, meta=meta)
         model.config.use_cache = False
-        frozen = []
-        if self.loss.requires_reference and cfg.lora is None:
+        frozen, needs_reference = [], self.loss.capabilities()["requires_reference"]
+        if needs_reference and cfg.lora is None:
             frozen = [frozen_copy(CausalLMScorer(model, self.logps_chunk_size, cfg.decoder_layers))]
         if self.activation_checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
@@ -160,7 +163,7 @@ class AlignmentModule(LightningModule):
         if meta:
             device = self._trainer.strategy.root_device
             load_sharded(cfg, self.tokenizer, [self.policy, *frozen], device)
-        if self.loss.requires_reference and cfg.lora is not None:
+        if needs_reference and cfg.lora is not None:
             frozen = [AdapterDisabledScorer(self.policy)]
         self._reference = frozen
 
@@ -185,11 +188,11 @@ class AlignmentModule(LightningModule):
     # ------------------------------------------------------------------- step
     def forward(self, batch: PreferenceBatch) -> tuple[LossOutput, StepRecord]:
         """Policy log-probs → reference log-probs → loss, and the detached step record."""
-        caps = self.loss
-        if batch.paired and not caps.needs_rejected:
+        caps = self.loss.capabilities()
+        if batch.paired and not caps["needs_rejected"]:
             batch = batch.chosen_only()  # (B, T): the rejected rows are never scored
-        policy = self.policy(batch, caps.needs_token_logps, caps.needs_token_entropy)
-        reference = self._reference_logps(batch) if caps.requires_reference else None
+        policy = self.policy(batch, caps["needs_token_logps"], caps["needs_token_entropy"])
+        reference = self._reference_logps(batch) if caps["requires_reference"] else None
         out = self.loss(policy, reference, batch)
         return out, make_record(out, policy, reference, batch, self.loss)
 
@@ -202,7 +205,7 @@ class AlignmentModule(LightningModule):
                 f"model is loaded (--model.reference {self.reference_mode})"
             )
         with torch.no_grad():
-            return self.reference(batch, self.loss.needs_token_logps, False)
+            return self.reference(batch, self.loss.capabilities()["needs_token_logps"], False)
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> dict[str, Any]:
         out, record = self(batch)
@@ -247,15 +250,18 @@ class AlignmentModule(LightningModule):
         return [callback for callback in defaults if not isinstance(callback, present)]
 
     # -------------------------------------------------------------- gradients
+    def on_train_batch_start(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        self._batch_idx = batch_idx  # read by on_after_backward, which is not given it
+
     def on_after_backward(self) -> None:
         if self._is_step_boundary():
             self.grad_norm = global_grad_norm(self.policy.parameters())
             self.log("grad_norm", self.grad_norm, on_step=True, on_epoch=False)
 
     def _is_step_boundary(self) -> bool:
-        """True on the micro-batch whose backward is followed by an optimizer step."""
-        loop = self.trainer.fit_loop.epoch_loop
-        done = loop.batch_progress.current.ready
+        """True on the micro-batch whose backward is followed by an optimizer step: every
+        ``accumulate_grad_batches``-th batch of the epoch, and its last (as Lightning steps)."""
+        done = self._batch_idx + 1  # batches of this epoch so far, this one included
         last = done >= self.trainer.num_training_batches
         return done % self.trainer.accumulate_grad_batches == 0 or last
 
@@ -297,21 +303,9 @@ class AlignmentModule(LightningModule):
         still holds the initial weights) and before the first batch is read; loaders made
         earlier serve the values too (see :mod:`lit_align.data.reference_columns`).
         """
-        data = self.trainer.datamodule
-        if not hasattr(data, "attach_reference_logps"):
-            raise ValueError(
-                "--model.reference precomputed needs lit_align's PreferenceDataModule (--data), "
-                "which serves the values with the rows; or set --model.reference model"
-            )
-        ref = self.reference
-        owner = ref if next(ref.parameters(), None) is not None else self.policy  # LoRA: policy
-        cfg, strategy = self.policy_config, self.trainer.strategy
-        settings = {"dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
-        mixed = getattr(strategy, "mp_policy", None)  # FSDP2Strategy's compute dtype
-        settings["precision"] = str(self.trainer.precision)
-        settings["param_dtype"] = str(getattr(mixed, "param_dtype", None))
-        identity = model_identity(cfg.pretrained, cfg.revision, owner.model, **settings)
-        precompute(ref, data, identity, self.loss.needs_token_logps, self.device)
+        identity = cache_identity(self.reference, self.policy, self.policy_config, self.trainer)
+        with_tokens = self.loss.capabilities()["needs_token_logps"]
+        precompute(self.reference, self.trainer.datamodule, identity, with_tokens, self.device)
         self._reference = []  # the batches carry the values now
         gc.collect()
         if torch.cuda.is_available():

@@ -36,15 +36,18 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 from datasets.fingerprint import Hasher
+from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from safetensors.numpy import load_file, save_file
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from lit_align.collectives import world
 from lit_align.data.collate import REF_SUM, REF_TOKENS, PreferenceCollator, Truncation
 from lit_align.data.packing import row_dicts
 from lit_align.data.prepare import tokenizer_fingerprint
-from lit_align.data.sampler import world
+from lit_align.losses.base import PreferenceLoss
+from lit_align.models import PolicyConfig
 
 ReferenceMode = Literal["model", "precomputed", "none"]
 MODES = ("model", "precomputed", "none")
@@ -70,7 +73,7 @@ class ReferenceData(Protocol):
     def attach_reference_logps(self, split: str, columns: pa.Table) -> None: ...
 
 
-def resolve_mode(requested: str | None, loss: nn.Module) -> str:
+def resolve_mode(requested: str | None, loss: PreferenceLoss) -> str:
     """The reference mode for ``loss``; None: ``model``, or ``none`` for reference-free losses.
 
     Raises:
@@ -79,7 +82,7 @@ def resolve_mode(requested: str | None, loss: nn.Module) -> str:
     name = type(loss).__name__
     if requested is not None and requested not in MODES:
         raise ValueError(f"--model.reference must be one of {MODES} or null, got {requested!r}")
-    if not loss.requires_reference:
+    if not loss.capabilities()["requires_reference"]:
         if requested not in (None, "none"):
             rank_zero_warn(f"--model.reference {requested} ignored: {name} needs no reference")
         return "none"
@@ -136,6 +139,23 @@ def model_identity(
     }
 
 
+def cache_identity(
+    reference: nn.Module, policy: nn.Module, cfg: PolicyConfig, trainer: Trainer
+) -> dict[str, Any]:
+    """:func:`model_identity` of a run's reference scorer, with the settings that change its
+    values: the configured dtype and attention backend, the trainer's precision and FSDP2's
+    compute dtype. A LoRA reference (no parameters of its own) is identified by the policy."""
+    owner = reference if next(reference.parameters(), None) is not None else policy
+    mixed = getattr(trainer.strategy, "mp_policy", None)  # FSDP2Strategy's compute dtype
+    settings = {
+        "dtype": cfg.dtype,
+        "attn_implementation": cfg.attn_implementation,
+        "precision": str(trainer.precision),
+        "param_dtype": str(getattr(mixed, "param_dtype", None)),
+    }
+    return model_identity(cfg.pretrained, cfg.revision, owner.model, **settings)
+
+
 def cache_key(
     model: dict[str, Any], tokenizer: str, data: str, truncation: Truncation, with_tokens: bool
 ) -> str:
@@ -167,6 +187,11 @@ def precompute(
     Returns:
         ``{split: "loaded" | "computed"}``.
     """
+    if not hasattr(data, "attach_reference_logps"):
+        raise ValueError(
+            "--model.reference precomputed needs lit_align's PreferenceDataModule (--data), "
+            "which serves the values with the rows; or set --model.reference model"
+        )
     if data.kl_rows:
         raise ValueError(
             "--model.reference precomputed cannot serve KL rows (--data.kl_rows, KTO): they pair "

@@ -15,6 +15,7 @@ Row layout convention (``N`` rows of length ``T``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,6 +84,60 @@ class PreferenceBatch:
             score_rejected=move(self.score_rejected),
             reference_logps=ref,
         )
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """The packed input of a batch and how it maps to the padded ``(N, T)`` view.
+
+    Attributes:
+        input_ids: ``(1, L)`` the real tokens of the ``N`` sequences, back to back.
+        position_ids: ``(1, L)`` position of each token within its own sequence.
+        source: ``(M,)`` packed position that predicts each scored (response) token.
+        rows: ``(M,)`` row of each scored token in the padded view.
+        cols: ``(M,)`` column of each scored token in the padded view.
+        cu_seqlens: ``(N + 1,)`` int32 start of each sequence in the packed row, then ``L``.
+        max_seqlen: the longest sequence (flash attention's variable-length kernels).
+    """
+
+    input_ids: Tensor
+    position_ids: Tensor
+    source: Tensor
+    rows: Tensor
+    cols: Tensor
+    cu_seqlens: Tensor
+    max_seqlen: int
+
+    def to(self, device: torch.device | str) -> PackedLayout:
+        tensors = {
+            f.name: getattr(self, f.name).to(device, non_blocking=True)
+            for f in fields(self)
+            if f.name != "max_seqlen"
+        }
+        return PackedLayout(**tensors, max_seqlen=self.max_seqlen)
+
+    def attention_kwargs(self, attn_implementation: str | None) -> dict[str, Any]:
+        """Extra decoder arguments: the host-made ``cu_seqlens`` for flash attention, else none."""
+        if "flash" not in (attn_implementation or ""):
+            return {}
+        lengths = {"cu_seq_lens_q": self.cu_seqlens, "cu_seq_lens_k": self.cu_seqlens}
+        return {**lengths, "max_length_q": self.max_seqlen, "max_length_k": self.max_seqlen}
+
+
+@dataclass(frozen=True)
+class PackedBatch(PreferenceBatch):
+    """A :class:`~lit_align.types.PreferenceBatch` (the padded view) plus its packed layout.
+
+    Losses read the padded fields as usual; :class:`~lit_align.scorer.CausalLMScorer` runs the
+    decoder on ``packed`` instead.
+    """
+
+    packed: PackedLayout | None = None
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        base = super().to(device)
+        padded = {f.name: getattr(base, f.name) for f in fields(base)}
+        return PackedBatch(**padded, packed=self.packed.to(device))
 
 
 @dataclass(frozen=True)

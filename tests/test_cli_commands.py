@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lit_align.callbacks import InstabilityMonitor
 from lit_align.callbacks.progress import ConsoleProgress
-from lit_align.cli import COMMANDS, AlignCLI, main, run_lightning_cli
+from lit_align.cli import COMMANDS, main
+from lit_align.lightning_cli import AlignCLI, run_lightning_cli
 from lit_align.losses import DPO, SFT
 from lit_align.types import StepRecord
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart_sft.yaml"
 TINY = [

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lit_align.cli import run_lightning_cli
 from lit_align.eval.cli import build_parser as eval_parser
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.study.run import build_parser as study_parser
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("**/*.yaml"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.datamodule import PreferenceDataModule
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.losses import ALL_LOSSES, WeightedSum
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart_sft.yaml"

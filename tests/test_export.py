@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from lit_align.callbacks import HFExport
-from lit_align.cli import run_lightning_cli
 from lit_align.export import load_checkpoint_weights, main, module_from_run_config
+from lit_align.lightning_cli import run_lightning_cli
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart_sft.yaml"
 TINY = (

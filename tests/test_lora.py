@@ -19,11 +19,12 @@ from peft import PeftModel
 from tiny import TINY
 from transformers import AutoModelForCausalLM
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.collate import PreferenceCollator, Truncation, tokenize_row
 from lit_align.data.synthetic import make_rows
 from lit_align.export import export_hf
-from lit_align.models import CausalLMScorer, PolicyConfig, build_causal_lm, load_tokenizer
+from lit_align.lightning_cli import run_lightning_cli
+from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
+from lit_align.scorer import CausalLMScorer
 
 
 class Recorder(Callback):

@@ -23,13 +23,8 @@ from lit_align.data.synthetic import make_rows
 from lit_align.distributed import FSDP2Strategy, shard_scorer
 from lit_align.logps import naive_response_logps
 from lit_align.meta_init import load_sharded, meta_init_enabled, recompute_buffers
-from lit_align.models import (
-    CausalLMScorer,
-    PolicyConfig,
-    build_causal_lm,
-    decoder_layers,
-    load_tokenizer,
-)
+from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
+from lit_align.scorer import CausalLMScorer, decoder_layers
 
 TINY = {**tiny.TINY, "head_dim": 8, "max_position_embeddings": 128}
 # (model_type, config overrides, attention backend); Gemma 2 has no sdpa path in transformers 5.

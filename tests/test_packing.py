@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.collate import PreferenceCollator, Truncation, tokenize_row
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.data.packing import PackedBatch, TokenBudgetSampler, compose, pack
 from lit_align.data.synthetic import make_rows
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.logps import selected_logps
 from lit_align.losses import BNF, DPO
 from lit_align.module import AlignmentModule

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lit_align import docs
 from lit_align.cli import main
-from lit_align.losses import table
 
 ROOT = Path(__file__).resolve().parent.parent
 FIT = ["--trainer.max_steps=2", "--data.builtin_rows=64", "--data.batch_size=8"]
@@ -40,7 +40,7 @@ HOW = {
     "lit-align fit --config configs/quickstart.yaml --print_config": ({}, []),
     "lit-align fit --model.loss.help lit_align.losses.SPO": ({}, []),
     "lit-align fit --config my.yaml --ckpt_path last": ({}, [*FIT, "--trainer.max_steps=3"]),
-    "python -m lit_align.losses.table": ({}, ["--output=losses.md"]),
+    "python -m lit_align.docs": ({}, ["--output=losses.md"]),
     "lit-align export --config runs/x/config.yaml --ckpt_path runs/x/checkpoints/last.ckpt "
     "--output hf/": ({"runs/x": "runs/quickstart/dpo"}, []),
     "lit-align eval --policy A --baseline B": (
@@ -75,8 +75,8 @@ def _run(command: str) -> None:
     args = [fill.get(a, a) for a in shlex.split(command)]
     args = [re.sub(r"^runs/x/", fill.get("runs/x", "runs/x") + "/", a) for a in args]
     if args[:2] == ["python", "-m"]:
-        assert args[2] == "lit_align.losses.table"
-        assert table.main(args[3:] + extra) == 0
+        assert args[2] == "lit_align.docs"
+        assert docs.main(args[3:] + extra) == 0
         return
     try:
         main(args[1:] + extra)

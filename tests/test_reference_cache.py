@@ -48,7 +48,9 @@ def _fit(tiny_policy, tmp_path, mode: str, loss=None, **data) -> tuple[list, Ali
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(module, datamodule=_data(tmp_path, **data))
+    datamodule = _data(tmp_path, **data)
+    module.connect_data(datamodule)
+    trainer.fit(module, datamodule=datamodule)
     return recorder.losses, module
 
 

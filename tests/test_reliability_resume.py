@@ -43,6 +43,7 @@ def _fit(tmp: Path, data: Path, steps: int, loss=None, ckpt_path=None, callbacks
         enable_model_summary=False,
         limit_val_batches=0,
     )
+    module.connect_data(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 

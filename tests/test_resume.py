@@ -44,7 +44,7 @@ from resume_runs import (  # noqa: E402
     write_config,
 )
 
-from lit_align.cli import run_lightning_cli  # noqa: E402
+from lit_align.lightning_cli import run_lightning_cli  # noqa: E402
 
 EVERY = 4
 STALL_AT = 7  # optimizer steps done when the killed run stalls: epoch 1, batch 1

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
-from lit_align.callbacks.reward_margins import tensorboard
+from lit_align.callbacks.readers import tensorboard
 
 # Decoder blocks: ``layers.<i>`` (Llama, Qwen, Mistral), ``h.<i>`` (GPT-2), ``blocks.<i>``; all are
 # reported as ``layers.<i>``.

@@ -1,54 +1,18 @@
-"""RewardMarginMonitor: rewards, margins and log-probs synced across ranks, per window.
-
-Also home of two small helpers the other monitors share: :func:`rank_mean` (the same value on every
-rank) and :func:`tensorboard` (the run's TensorBoard writer, if any).
-"""
+"""RewardMarginMonitor: rewards, margins and log-probs synced across ranks, per window."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
+from lit_align.callbacks.readers import step_record, tensorboard
+from lit_align.collectives import rank_mean
 from lit_align.types import StepRecord
-
-
-def rank_mean(values: Tensor) -> Tensor:
-    """``values`` (detached, float) averaged over ranks when ``torch.distributed`` is initialised.
-
-    A collective: every rank must call it on the same batch. Non-finite values propagate, so every
-    rank sees a NaN that any rank saw.
-    """
-    x = values.detach().float().clone()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
-
-
-def tensorboard(trainer: Trainer) -> Any | None:
-    """The ``SummaryWriter`` of the trainer's first TensorBoard logger, or None without one.
-
-    On ranks other than zero Lightning returns a no-op experiment, so callers need not check ranks.
-    """
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
-
-
-def step_record(outputs: Any) -> StepRecord | None:
-    """The :class:`~lit_align.types.StepRecord` of a ``training_step`` output, if it has one."""
-    record = outputs.get("record") if isinstance(outputs, Mapping) else None
-    return record if isinstance(record, StepRecord) else None
-
 
 _MEANS = (
     "chosen_rewards",

@@ -37,7 +37,8 @@ class ThroughputLogger(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         params = sum(p.numel() for p in pl_module.policy.parameters())
-        runs_reference = pl_module.loss.requires_reference and pl_module.reference_mode == "model"
+        needs_reference = pl_module.loss.capabilities()["requires_reference"]
+        runs_reference = needs_reference and pl_module.reference_mode == "model"
         self._flops_per_token = (6 + 2 * runs_reference) * params
         self._peak = _peak_flops(trainer, pl_module)
         self._marks.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Literal
 
 import datasets
@@ -18,6 +19,7 @@ from lit_align.data.prepare import Encoding, SplitStats, prepare_split
 from lit_align.data.reference_columns import ReferenceColumns
 from lit_align.data.sampler import LoaderPosition, ResumableLoader, ResumableSampler
 from lit_align.data.sources import check_columns, hold_out, load_split, map_columns
+from lit_align.losses.base import PreferenceLoss
 
 BUILTIN_TASK = "builtin:sort"
 Format = Literal["auto", "paired", "conversational", "implicit_prompt", "unpaired"]
@@ -37,6 +39,9 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
     repeating or skipping a batch (see :mod:`lit_align.data.sampler`; keep Lightning's default
     ``trainer.use_distributed_sampler``). Validation runs every ``trainer.val_check_interval``
     (a fraction of an epoch or a number of training batches) on the validation split.
+
+    What it needs from the model (its tokenizer, the loss's capabilities) is pushed in once with
+    :meth:`connect` (``lit-align`` does it after building both); it never reads the module.
 
     Args:
         dataset: hub dataset name, a local json/jsonl/parquet/arrow file or directory, a
@@ -142,6 +147,24 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         self.format: str | None = None
         self.kl_rows = False
         self._position = LoaderPosition()
+        self._loss: PreferenceLoss | None = None
+        self._model_tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None
+
+    def connect(
+        self,
+        loss: PreferenceLoss | None = None,
+        tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None,
+    ) -> None:
+        """What the data needs from the model, pushed in before ``setup``.
+
+        Args:
+            loss: the loss to train; the data layout is checked against its
+                :meth:`~lit_align.losses.PreferenceLoss.capabilities` and ``needs_kl_rows``
+                decides ``kl_rows`` (unless ``--data.kl_rows`` is set).
+            tokenizer: returns the model's tokenizer (called in ``setup``, only when
+                ``--data.tokenizer`` is unset, so connecting loads nothing).
+        """
+        self._loss, self._model_tokenizer = loss, tokenizer
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -171,10 +194,10 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         if self.tokenizer is not None:
             return self.tokenizer
         if self.tokenizer_name is None:
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            if module is None or getattr(module, "tokenizer", None) is None:
+            tokenizer = self._model_tokenizer() if self._model_tokenizer is not None else None
+            if tokenizer is None:
                 raise ValueError("--data.tokenizer is required when no model provides one")
-            return module.tokenizer
+            return tokenizer
         from lit_align.models import PolicyConfig, load_tokenizer
 
         return load_tokenizer(PolicyConfig(tokenizer=self.tokenizer_name))
@@ -228,23 +251,25 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
 
     def _check_loss(self, unpaired: bool) -> bool:
         """Check the data layout against the loss's capabilities; return whether to add KL rows."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        loss = getattr(module, "loss", None)
-        name = type(loss).__name__
-        if loss is not None and unpaired and not getattr(loss, "supports_unpaired", True):
+        if self._loss is None:  # not connected to a loss: any layout, KL rows only when asked
+            return self._check_kl_rows(bool(self.hparams.kl_rows), unpaired)
+        caps, name = self._loss.capabilities(), type(self._loss).__name__
+        if unpaired and not caps["supports_unpaired"]:
             raise DataError(
                 f"--model.loss {name} needs paired data, but the data is unpaired "
                 f"(format {self.format!r}, --data.unpair {self.hparams.unpair}); use paired "
                 "data or a loss for unpaired data (KTO, BCO, BNF)"
             )
-        if loss is not None and not unpaired and not getattr(loss, "supports_paired", True):
+        if not unpaired and not caps["supports_paired"]:
             raise DataError(
                 f"--model.loss {name} needs unpaired data, but the data is paired "
                 f"(format {self.format!r}); set --data.unpair true to make each pair a "
                 "desirable and an undesirable row"
             )
         kl_rows = self.hparams.kl_rows
-        kl_rows = bool(getattr(loss, "needs_kl_rows", False)) if kl_rows is None else kl_rows
+        return self._check_kl_rows(caps["needs_kl_rows"] if kl_rows is None else kl_rows, unpaired)
+
+    def _check_kl_rows(self, kl_rows: bool, unpaired: bool) -> bool:
         if kl_rows and not unpaired:
             raise ValueError("--data.kl_rows applies to unpaired data only (or --data.unpair)")
         if kl_rows and self.hparams.batch_size < 2:

@@ -17,9 +17,9 @@ Every backend detects the sequence boundaries from the position ids, once per fo
 (Transformers' ``find_packed_sequence_indices``, one host sync before the first layer).
 
 The loss still reads the padded ``(N, T)`` view, in the usual layout (chosen rows first, then
-rejected): :class:`PackedBatch` carries both, and the scorer maps the packed hidden states back
-to it with an index list the collator made on the host (:func:`pack`), so log-probs equal the
-padded path's and scoring needs no device sync.
+rejected): :class:`~lit_align.types.PackedBatch` carries both, and the scorer maps the packed
+hidden states back to it with an index list the collator made on the host (:func:`pack`), so
+log-probs equal the padded path's and scoring needs no device sync.
 
 Batches (:class:`TokenBudgetSampler`) are composed once, with ``--data.seed``: rows are
 shuffled, cut into windows of about :data:`WINDOW_BUDGETS` budgets, each window is sorted by
@@ -42,68 +42,13 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from lit_align.data.collate import PreferenceCollator
 from lit_align.data.sampler import ResumableLoader, ResumableSampler
-from lit_align.types import PreferenceBatch
+from lit_align.types import PackedBatch, PackedLayout, PreferenceBatch
 
 WINDOW_BUDGETS = 50
 """Rows are sorted by length within windows of about this many token budgets."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedLayout:
-    """The packed input of a batch and how it maps to the padded ``(N, T)`` view.
-
-    Attributes:
-        input_ids: ``(1, L)`` the real tokens of the ``N`` sequences, back to back.
-        position_ids: ``(1, L)`` position of each token within its own sequence.
-        source: ``(M,)`` packed position that predicts each scored (response) token.
-        rows: ``(M,)`` row of each scored token in the padded view.
-        cols: ``(M,)`` column of each scored token in the padded view.
-        cu_seqlens: ``(N + 1,)`` int32 start of each sequence in the packed row, then ``L``.
-        max_seqlen: the longest sequence (flash attention's variable-length kernels).
-    """
-
-    input_ids: Tensor
-    position_ids: Tensor
-    source: Tensor
-    rows: Tensor
-    cols: Tensor
-    cu_seqlens: Tensor
-    max_seqlen: int
-
-    def to(self, device: torch.device | str) -> PackedLayout:
-        tensors = {
-            f.name: getattr(self, f.name).to(device, non_blocking=True)
-            for f in dataclasses.fields(self)
-            if f.name != "max_seqlen"
-        }
-        return PackedLayout(**tensors, max_seqlen=self.max_seqlen)
-
-    def attention_kwargs(self, attn_implementation: str | None) -> dict[str, Any]:
-        """Extra decoder arguments: the host-made ``cu_seqlens`` for flash attention, else none."""
-        if "flash" not in (attn_implementation or ""):
-            return {}
-        lengths = {"cu_seq_lens_q": self.cu_seqlens, "cu_seq_lens_k": self.cu_seqlens}
-        return {**lengths, "max_length_q": self.max_seqlen, "max_length_k": self.max_seqlen}
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedBatch(PreferenceBatch):
-    """A :class:`~lit_align.types.PreferenceBatch` (the padded view) plus its packed layout.
-
-    Losses read the padded fields as usual; :class:`~lit_align.models.CausalLMScorer` runs the
-    decoder on ``packed`` instead.
-    """
-
-    packed: PackedLayout | None = None
-
-    def to(self, device: torch.device | str) -> PackedBatch:
-        base = super().to(device)
-        padded = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
-        return PackedBatch(**padded, packed=self.packed.to(device))
 
 
 def pack(batch: PreferenceBatch) -> PackedBatch:

@@ -27,18 +27,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from lit_align.collectives import world
 
 GROUP_BATCHES = 50
 """Length grouping sorts windows of this many batches (``transformers``' mega-batches)."""
-
-
-def world() -> tuple[int, int]:
-    """``(num_replicas, rank)`` from ``torch.distributed``, or ``(1, 0)`` when not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 class ResumableSampler(DistributedSampler):

@@ -1,6 +1,6 @@
 """The loss catalogue: every class is selectable as ``--model.loss <ClassName>``.
 
-Reference-based paired losses derive from :class:`~lit_align.losses._common.MarginLoss` and share
+Reference-based paired losses derive from :class:`~lit_align.losses.margin.MarginLoss` and share
 its modifiers (``divergence``, ``ld_alpha``, ``wpo``). Capability flags are class attributes,
 except where an instance changes them (``WeightedSum``, ``ld_alpha``): read them from the loss
 object.

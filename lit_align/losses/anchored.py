@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 
 
 class NCA(MarginLoss):
@@ -16,7 +16,7 @@ class NCA(MarginLoss):
     ``ℓ = −logσ(βρ_w) − ½·logσ(−βρ_w) − ½·logσ(−βρ_l)``: absolute rewards, so the chosen
     likelihood is pushed up rather than only the margin.
 
-    Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
+    Constructor arguments: those of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−logσ(βρ_w) − ½·logσ(−βρ_w) − ½·logσ(−βρ_l)"
@@ -35,7 +35,7 @@ class APOZero(MarginLoss):
     ``ℓ = (1 − σ(βρ_w)) + σ(βρ_l)``: raise the chosen and lower the rejected likelihood, for data
     whose chosen responses are better than the model's outputs.
 
-    Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
+    Constructor arguments: those of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "1 − σ(βρ_w) + σ(βρ_l)"
@@ -52,7 +52,7 @@ class APODown(MarginLoss):
     ``ℓ = σ(βρ_w) + 1 − σ(βΔ)``: lower the chosen likelihood while keeping the margin, for data
     whose chosen responses are worse than the model's outputs.
 
-    Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
+    Constructor arguments: those of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "σ(βρ_w) + 1 − σ(βΔ)"

@@ -2,15 +2,16 @@
 
 A loss is an ``nn.Module`` (so stateful losses such as BCO's running reward baseline are saved
 in checkpoints) that maps policy and reference log-probs to a :class:`~lit_align.types.LossOutput`.
-It declares what it needs through class-level capability flags; the training module reads the
-flags and never branches on the loss class.
+It declares what it needs through capability flags (class defaults, which an instance may
+override); the module, the reference, the data module and the docs table read them through
+:meth:`PreferenceLoss.capabilities` and never branch on the loss class.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
@@ -29,10 +30,25 @@ def require(condition: bool, flag: str, message: str) -> None:
         raise LossConfigError(f"--model.loss.{flag} {message}")
 
 
+CAPABILITIES = (
+    "requires_reference",
+    "needs_token_logps",
+    "needs_token_entropy",
+    "supports_paired",
+    "supports_unpaired",
+    "optimizes_margin",
+    "needs_rejected",
+    "needs_kl_rows",
+)
+"""The names of the capability flags every :class:`PreferenceLoss` declares."""
+
+
 class PreferenceLoss(nn.Module):
     """Base class of every loss; subclasses are selectable by ``class_path`` from YAML or CLI.
 
-    Capabilities (class attributes, read by the module):
+    Capabilities (class attributes, which an instance may override, e.g. a ``MarginLoss``
+    modifier or a ``WeightedSum`` of components; everything reads them through
+    :meth:`capabilities`):
         requires_reference: the loss needs reference log-probs; when False no reference model is
             built or run.
         needs_token_logps: the loss reads ``SequenceLogps.token_logps`` (per-token values).
@@ -44,6 +60,8 @@ class PreferenceLoss(nn.Module):
         needs_rejected: reads the rejected rows of paired batches; when False the module scores
             only the chosen rows and hands the loss an unpaired batch of them, all desirable
             (SFT: half the compute).
+        needs_kl_rows: unpaired batches carry KTO's mismatched KL rows (the data module adds
+            them unless ``--data.kl_rows`` says otherwise).
 
     Metrics (read by :func:`lit_align.records.make_record`):
         reward_beta: β of the standard rewards ``β·ρ`` logged as ``rewards/*`` (summed
@@ -53,7 +71,7 @@ class PreferenceLoss(nn.Module):
             (``<namespace>/rewards/*``); None when they are the standard rewards.
 
     Documentation (class attributes, rendered into ``docs/losses.md`` by
-    :mod:`lit_align.losses.table`):
+    :mod:`lit_align.docs`):
         formula: the per-example loss on one line, in the notation of that page
             (e.g. ``−logσ(βΔ)``).
         paper: short citation with the arXiv id (e.g. ``Rafailov et al. 2023, arXiv 2305.18290``).
@@ -66,6 +84,7 @@ class PreferenceLoss(nn.Module):
     supports_unpaired: ClassVar[bool] = False
     optimizes_margin: ClassVar[bool] = True
     needs_rejected: ClassVar[bool] = True
+    needs_kl_rows: ClassVar[bool] = False
     own_reward_scale: ClassVar[str | None] = None
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
@@ -96,22 +115,6 @@ class PreferenceLoss(nn.Module):
         """``own_reward_scale``: the namespace of the loss's own rewards, or None."""
         return self.own_reward_scale
 
-    @classmethod
-    def capabilities(cls) -> dict[str, bool]:
-        """The capability flags as a dict (for docs, logs and contract tests)."""
-        names = (
-            "requires_reference",
-            "needs_token_logps",
-            "needs_token_entropy",
-            "supports_paired",
-            "supports_unpaired",
-            "needs_rejected",
-        )
-        return {name: bool(getattr(cls, name)) for name in names}
-
-
-def paired_logratios(policy: SequenceLogps, reference: SequenceLogps) -> tuple[Tensor, Tensor]:
-    """Per-pair log-ratios ``ρ_w = c − c_ref`` and ``ρ_l = r − r_ref``, each ``(B,)``."""
-    rho = policy.sum - reference.sum  # (2B,)
-    half = rho.shape[0] // 2
-    return rho[:half], rho[half:]
+    def capabilities(self) -> dict[str, bool]:
+        """This loss's capability flags (:data:`CAPABILITIES`), as this instance sets them."""
+        return {name: bool(getattr(self, name)) for name in CAPABILITIES}

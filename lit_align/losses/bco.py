@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, RunningMean, split_by_label
+from lit_align.losses._common import RunningMean, split_by_label
 from lit_align.losses.base import PreferenceLoss, require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
 
@@ -25,7 +26,7 @@ class BCOPair(MarginLoss):
 
     Args:
         beta: inverse temperature β; > 0.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−logσ(βρ_w − δ) − logσ(−(βρ_l − δ)), δ = running mean of rewards"

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
 from lit_align.losses.base import require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 
 
 def smoothed_sigmoid_loss(x: Tensor, eps: float) -> Tensor:
@@ -33,7 +33,7 @@ class DPO(MarginLoss):
         beta: inverse temperature β; > 0.
         label_smoothing: label-flip probability ε, in ``[0, 0.5)``; 0 is plain DPO.
         **modifiers: ``divergence``, ``divergence_alpha``, ``ld_alpha``, ``wpo`` of
-            :class:`~lit_align.losses._common.MarginLoss`.
+            :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−(1−ε)·logσ(βΔ) − ε·logσ(−βΔ)"
@@ -57,7 +57,7 @@ class RobustDPO(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         label_smoothing: label-flip probability ε, in ``[0, 0.5)``.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "[−(1−ε)·logσ(βΔ) + ε·logσ(−βΔ)] / (1−2ε)"
@@ -89,7 +89,7 @@ class AOT(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         label_smoothing: ε, in ``[0, 0.5)``.
-        **modifiers: ``ld_alpha`` of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: ``ld_alpha`` of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−(1−ε)·logσ(βδ) − ε·logσ(−βδ), δ = sort(c − r) − sort(c_ref − r_ref) over the batch"

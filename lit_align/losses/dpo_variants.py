@@ -7,8 +7,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
 from lit_align.losses.base import require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 
 
 class DPOP(MarginLoss):
@@ -21,7 +21,7 @@ class DPOP(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         lam: penalty weight λ (the paper uses 50); ≥ 0.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−logσ(β(Δ − λ·max(0, c_ref − c)))"
@@ -48,7 +48,7 @@ class RDPO(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         alpha: length penalty α per token of length difference; ≥ 0.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−logσ(βΔ − α(|y_w| − |y_l|))"
@@ -72,7 +72,7 @@ class SigmoidNorm(MarginLoss):
 
     Args:
         beta: inverse temperature β (per-token log-ratios are small: larger β than DPO's); > 0.
-        **modifiers: ``wpo`` of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: ``wpo`` of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "−logσ(β(ρ_w/|y_w| − ρ_l/|y_l|))"

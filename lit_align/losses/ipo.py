@@ -7,8 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
 from lit_align.losses.base import require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 
 
 class IPO(MarginLoss):
@@ -25,7 +25,7 @@ class IPO(MarginLoss):
     Args:
         beta: regularisation β (τ); the target log-ratio margin is ``1/(2β)``; > 0.
         normalize: ``"mean"`` (per-token log-ratios) or ``"sum"`` (sequence log-ratios).
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "(Δ̄ − 1/(2β))²"
@@ -56,7 +56,7 @@ class SPPOHard(MarginLoss):
     winner's win probability taken as 1 and the loser's as 0. ``target_margin`` is the implied
     reward margin ``β·(1/(2β) + 1/(2β)) = 1``.
 
-    Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
+    Constructor arguments: those of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "(ρ_w − 1/(2β))² + (ρ_l + 1/(2β))²"

@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lit_align.losses._common import global_sum, split_by_label
+from lit_align.collectives import global_sum
+from lit_align.losses._common import split_by_label
 from lit_align.losses.base import PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
 
@@ -19,8 +20,7 @@ class KTO(PreferenceLoss):
     With ``ρ = log π − log π_ref`` and the reference point ``z``: desirable rows
     ``λ_D·(1 − σ(β(ρ − z)))``, undesirable rows ``λ_U·(1 − σ(β(z − ρ)))``, averaged over all rows.
 
-    Batch layout (the ``needs_kl_rows`` capability, an extra flag of this class only; the module
-    reads it with ``getattr(loss, "needs_kl_rows", False)``): ``labels`` has length ``N`` and the
+    Batch layout (the ``needs_kl_rows`` capability): ``labels`` has length ``N`` and the
     batch ``2N`` rows; rows ``[0, N)`` are the examples, rows ``[N, 2N)`` the same completions
     under mismatched prompts, used only for the KL estimate
     ``z = max(0, mean(ρ on mismatched rows))``, detached and averaged over all ranks when

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms
 from lit_align.losses.base import require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 
 
 class Hinge(MarginLoss):
@@ -18,7 +18,7 @@ class Hinge(MarginLoss):
 
     ``ℓ = relu(1 − βΔ)``: zero once the margin reaches ``1/β``; ``1/β`` plays SLiC's δ.
 
-    Constructor arguments: those of :class:`~lit_align.losses._common.MarginLoss`.
+    Constructor arguments: those of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "relu(1 − βΔ)"
@@ -40,7 +40,7 @@ class EXO(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         epsilon: label smoothing ε, in ``(0, 0.5)`` (TRL's default 1e-3).
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "σ(βΔ)·[logσ(βΔ) − log(1−ε)] + σ(−βΔ)·[logσ(−βΔ) − log ε]"
@@ -70,7 +70,7 @@ class DiscoPOP(MarginLoss):
     Args:
         beta: inverse temperature β; > 0.
         tau: temperature τ of the modulation; > 0.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "(1−m)·(−logσ(βΔ)) + m·e^{−βΔ}, m = σ(βΔ/τ)"

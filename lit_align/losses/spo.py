@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_align.losses._common import MarginLoss, PairInputs, PairTerms, RunningMean, linear_below
+from lit_align.losses._common import RunningMean, linear_below
 from lit_align.losses.base import require
+from lit_align.losses.margin import MarginLoss, PairInputs, PairTerms
 from lit_align.types import PreferenceBatch
 
 
@@ -79,7 +80,7 @@ class SPO(MarginLoss):
         target_reward_gap: ``Δr`` of an average pair (and of pairs without usable scores), in
             reward units; > 0.
         use_scores: scale ``Δr`` by the pair's score gap when the batch has scores.
-        **modifiers: the modifiers of :class:`~lit_align.losses._common.MarginLoss`.
+        **modifiers: the modifiers of :class:`~lit_align.losses.margin.MarginLoss`.
     """
 
     formula = "(Δr/2)·g(z) + α·softplus(βρ_l), z = βΔ/Δr, g = −z·e^{−z} (z ≥ 0), −z (z < 0)"

@@ -26,7 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from lit_align.data.collate import PreferenceCollator, Truncation, special_prefix, tokenize_row
 from lit_align.data.formats import DataError, RowContext, normalize_row
 from lit_align.losses import DPO, SFT, SPO, PreferenceLoss
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 from lit_align.types import PreferenceBatch
 
 
@@ -118,7 +118,7 @@ def train(
     for step in range(steps):
         batch = batches[step % len(batches)]
         logps = policy(batch)
-        ref = reference(batch) if loss.requires_reference else None
+        ref = reference(batch) if loss.capabilities()["requires_reference"] else None
         out = loss(logps, ref, batch)
         optimizer.zero_grad()
         out.loss.backward()

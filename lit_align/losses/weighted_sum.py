@@ -6,20 +6,23 @@ from collections import Counter
 
 from torch import nn
 
-from lit_align.losses.base import PreferenceLoss, require
+from lit_align.losses.base import CAPABILITIES, PreferenceLoss, require
 from lit_align.types import LossOutput, PreferenceBatch, SequenceLogps
+
+_SUPPORTS = ("supports_paired", "supports_unpaired")
+"""Flags a sum has only if every component has them; it has the others if any component does."""
 
 
 class WeightedSum(PreferenceLoss):
     """``ℓ = Σ_i w_i·ℓ_i`` over component losses (TRL's ``loss_type=[...]``, ``loss_weights``).
 
     Capabilities are per instance (the module must read them from the loss object, not its
-    class): it needs what any component needs (``requires_reference``, ``needs_token_logps``,
-    ``needs_token_entropy``, ``needs_kl_rows``) and supports a layout only if every component
-    does. Rewards and ``target_margin`` come from the first component; metrics merge the
-    components' metrics and add each component's loss as ``loss/<ClassName>`` (``_<index>``
-    appended when a class appears twice). Gradient-accumulation behaviour is that of the
-    components.
+    class, through ``capabilities()``): it needs what any component needs (every flag of
+    :data:`~lit_align.losses.base.CAPABILITIES` but the two ``supports_*``) and supports a layout
+    only if every component does. Rewards and ``target_margin`` come from the first component;
+    metrics merge the components' metrics and add each component's loss as
+    ``loss/<ClassName>`` (``_<index>`` appended when a class appears twice).
+    Gradient-accumulation behaviour is that of the components.
 
     Args:
         losses: the component losses, e.g. ``[DPO, SFT]``.
@@ -40,15 +43,11 @@ class WeightedSum(PreferenceLoss):
         require(all(w >= 0 for w in weights), "weights", f"must be >= 0, got {list(weights)}")
         self.losses = nn.ModuleList(losses)
         self.weights = list(weights)
-        self.requires_reference = any(loss.requires_reference for loss in losses)
-        self.needs_token_logps = any(loss.needs_token_logps for loss in losses)
-        self.needs_token_entropy = any(loss.needs_token_entropy for loss in losses)
-        self.optimizes_margin = any(loss.optimizes_margin for loss in losses)
-        self.needs_rejected = any(loss.needs_rejected for loss in losses)
-        self.supports_paired = all(loss.supports_paired for loss in losses)
-        self.supports_unpaired = all(loss.supports_unpaired for loss in losses)
-        kl_rows = [getattr(loss, "needs_kl_rows", False) for loss in losses]
-        self.needs_kl_rows = any(kl_rows)
+        caps = [loss.capabilities() for loss in losses]
+        for name in CAPABILITIES:
+            combine = all if name in _SUPPORTS else any
+            setattr(self, name, combine(c[name] for c in caps))
+        kl_rows = [c["needs_kl_rows"] for c in caps]
         names = [type(loss).__name__ for loss in losses]
         require(
             (self.supports_paired or self.supports_unpaired) and all(kl_rows) == any(kl_rows),

@@ -19,7 +19,6 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.datamodule import BUILTIN_TASK
 from lit_align.eval.compare import (
     BadRows,
@@ -39,6 +38,7 @@ from lit_align.eval.runtime import (
     run_config,
     run_max_length,
 )
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.models import PolicyConfig, load_tokenizer
 from lit_align.study import plots, report
 from lit_align.study.metrics import read_scalars, run_stats

@@ -58,6 +58,7 @@ def fit(
         log_every_n_steps=1,
         gradient_clip_val=1.0,
     )
+    module.connect_data(data)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return trainer
 

@@ -7,6 +7,14 @@ import pytest
 import torch
 
 from lit_align.callbacks import InstabilityMonitor
+from lit_align.callbacks.instability_detectors import (
+    LOSS_SPIKE,
+    MARGIN_DIVERGENCE,
+    NONFINITE_LOSS,
+    LevelDetector,
+    MarginGrowthDetector,
+    SpikeDetector,
+)
 from lit_align.types import StepRecord
 
 
@@ -95,3 +103,23 @@ def test_state_dict_round_trip(tmp_path):
     fresh.load_state_dict(state)
     assert fresh.state_dict() == monitor.state_dict()
     assert state["start"] == [-10.5, -11.0] and state["counts"] == {"margin_divergence": 1}
+
+
+def test_detectors_need_no_trainer():
+    """The pure detectors: one value in, an event or None out, state in named fields."""
+    spikes = SpikeDetector(NONFINITE_LOSS, LOSS_SPIKE, threshold=6.0, window=3, min_history=2)
+    assert spikes.update(1.0) is None and spikes.update(1.0) is None
+    spike = spikes.update(2.0)  # median 1, MAD 0: the scale floor 0.01 gives z = 100
+    assert (spike.kind, spike.value, spike.threshold) == (LOSS_SPIKE, pytest.approx(100.0), 6.0)
+    nan = spikes.update(float("nan"))
+    assert nan.kind == NONFINITE_LOSS and nan.threshold is None
+    assert spikes.history == [1.0, 1.0, 2.0]  # the NaN is not remembered
+
+    bound = LevelDetector(MARGIN_DIVERGENCE, threshold=1.0)
+    fired = [bound.update(v, "") for v in (2.0, 3.0, 0.5, 2.0)]
+    assert [e is not None for e in fired] == [True, False, False, True]  # once, then re-armed
+
+    growth = MarginGrowthDetector(windows=2)
+    fired = [growth.update(m, "") for m in (1.0, 2.0, 3.0, 4.0)]
+    assert [e is not None for e in fired] == [False, False, True, False]
+    assert fired[2].kind == MARGIN_DIVERGENCE and growth.growth == 1

@@ -13,7 +13,7 @@ import pytest
 from monitor_runs import TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart_sft.yaml"
 STEPS, WINDOW = 64, 8

@@ -3,8 +3,8 @@
 import pytest
 from data_rows import GOOD, build_bpe_tokenizer, make_module, write_jsonl
 
-from lit_align.cli import run_lightning_cli
 from lit_align.data.formats import DataError, RowContext, detect_format, normalize_row
+from lit_align.lightning_cli import run_lightning_cli
 
 CTX = RowContext("test", "train", 0)
 HH = {

@@ -1,7 +1,6 @@
 """Unpaired batches: labels, KTO's mismatched KL rows, and the data layout checked against the
 loss's capabilities."""
 
-from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -48,7 +47,7 @@ def test_kl_rows_put_completion_i_under_prompt_i_plus_1():
 
 def _with_loss(path, loss, **kwargs):
     dm = PreferenceDataModule(dataset=str(path), tokenizer="builtin:sort", **kwargs)
-    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(loss=loss), logger=None)
+    dm.connect(loss)
     dm.setup("fit")
     return dm
 
@@ -91,6 +90,7 @@ def test_kto_trains_on_unpaired_rows(tmp_path, tiny_policy):
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
+    model.connect_data(data)
     trainer.fit(model, datamodule=data)
     assert data.kl_rows and trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["loss"])

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.distributed.tensor import DTensor
 
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 
 
 class Recorder(Callback):

@@ -24,7 +24,7 @@ from lightning.pytorch import Callback
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.types import PreferenceBatch
 
 INPUT_IDS = [[3, 9, 14, 20, 7, 31, 2, 5], [11, 4, 4, 18, 25, 40, 6, 2]]

@@ -20,9 +20,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor
 
-from lit_align.cli import run_lightning_cli
 from lit_align.distributed import FSDP2Strategy, launcher_mismatch, shard_for_trainer
-from lit_align.models import CausalLMScorer, build_causal_lm, load_tokenizer
+from lit_align.lightning_cli import run_lightning_cli
+from lit_align.models import build_causal_lm, load_tokenizer
+from lit_align.scorer import CausalLMScorer
 
 TORCHRUN_2X2 = {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "RANK": "3", "LOCAL_RANK": "1"}
 SLURM_2X4 = {

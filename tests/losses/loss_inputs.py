@@ -100,9 +100,9 @@ def random_tokens(
 
 def layout_of(loss) -> str:
     """``"kl"`` (KTO's examples + mismatched rows), ``"paired"`` or ``"unpaired"``."""
-    if getattr(loss, "needs_kl_rows", False):
+    if loss.capabilities()["needs_kl_rows"]:
         return "kl"
-    return "paired" if loss.supports_paired else "unpaired"
+    return "paired" if loss.capabilities()["supports_paired"] else "unpaired"
 
 
 class Case:

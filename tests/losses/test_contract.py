@@ -51,7 +51,7 @@ def test_output_contract(cls):
 @pytest.mark.parametrize("cls", LOSSES)
 def test_capabilities_are_bools(cls):
     loss = default_instance(cls)
-    caps = cls.capabilities()
+    caps = loss.capabilities()
     assert all(type(v) is bool for v in caps.values())
     assert all(type(getattr(loss, name)) is bool for name in caps)
     assert loss.supports_paired or loss.supports_unpaired

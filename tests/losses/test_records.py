@@ -79,4 +79,5 @@ def test_sft_on_paired_data_scores_only_the_chosen_rows(tiny_policy):
     chosen_mean = full.mean[:4].mean()
     assert out.loss.item() == pytest.approx(-chosen_mean.item(), rel=1e-6)
     assert record.chosen_logps.shape == (4,) and record.rejected_logps.numel() == 0
-    assert SFT.capabilities()["needs_rejected"] is False and DPO.capabilities()["needs_rejected"]
+    assert SFT().capabilities()["needs_rejected"] is False
+    assert DPO().capabilities()["needs_rejected"]

@@ -78,7 +78,7 @@ def test_kto_kl_is_clamped_and_detached():
     out.loss.backward()
     assert out.metrics["kto/kl"].item() == 0.0
     assert sums.grad[2:].abs().sum() == 0 and sums.grad[:2].abs().sum() > 0
-    assert KTO.needs_kl_rows and not getattr(DPO, "needs_kl_rows", False)
+    assert KTO.needs_kl_rows and not DPO().capabilities()["needs_kl_rows"]
 
 
 def test_kto_rejects_missing_kl_rows():

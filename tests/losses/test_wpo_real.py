@@ -12,9 +12,9 @@ from transformers import LlamaForCausalLM
 
 from lit_align.logps import naive_response_logps
 from lit_align.losses import DPO
-from lit_align.losses._common import wpo_weights
+from lit_align.losses.margin import wpo_weights
 from lit_align.losses.stability import Setup, load_batches, tiny_llama
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 
 pytestmark = pytest.mark.real
 

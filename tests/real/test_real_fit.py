@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_align.callbacks import HFExport
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 
 pytestmark = [
     pytest.mark.real,

@@ -15,7 +15,7 @@ import torch
 from lit_align.data.collate import PreferenceCollator
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.data.packing import pack
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 
 pytestmark = pytest.mark.real
 

@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny import TINY
 
-from lit_align.cli import run_lightning_cli
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.export import export_hf
 from lit_align.losses import SPO

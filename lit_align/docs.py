@@ -2,8 +2,8 @@
 
 Every cell comes from the code: the ``formula`` and ``paper`` class attributes, the capability
 flags, and the constructor signatures (``**modifiers`` followed to
-:class:`~lit_align.losses._common.MarginLoss`, whose modifiers are listed once below the table).
-``python -m lit_align.losses.table`` rewrites the page; ``--check`` exits 1 when it is stale.
+:class:`~lit_align.losses.margin.MarginLoss`, whose modifiers are listed once below the table).
+``python -m lit_align.docs`` rewrites the page; ``--check`` exits 1 when it is stale.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
 from lit_align.losses import ALL_LOSSES, LossConfigError, PreferenceLoss
-from lit_align.losses._common import MarginLoss
+from lit_align.losses.margin import MarginLoss
 
-DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
+DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "losses.md"
 COLUMNS = (
     "Loss",
     "Formula",
@@ -35,8 +35,8 @@ MODIFIER_SWITCHES = {"divergence": "js", "ld_alpha": 0.5, "wpo": True}
 HEADER = """\
 # Preference losses
 
-Generated from the loss classes by `python -m lit_align.losses.table`; do not edit by hand
-(`python -m lit_align.losses.table --check` and `tests/losses/test_table.py` fail when this page
+Generated from the loss classes by `python -m lit_align.docs`; do not edit by hand
+(`python -m lit_align.docs --check` and `tests/test_docs.py` fail when this page
 is out of date).
 
 Select a loss by the name in the first column and set its hyper-parameters as
@@ -177,16 +177,15 @@ def _table_line(cells) -> str:
 
 
 def _row(cls: type[PreferenceLoss]) -> list[str]:
-    composite = _is_composite(cls)
-    return [
-        f"`{cls.__name__}`",
-        f"`{cls.formula}`",
-        _hyperparameters(cls),
-        _link_arxiv(cls.paper),
-        "if a component needs one" if composite else _yes_no(cls.requires_reference),
-        "what all components support" if composite else _data(cls),
-        "what any component needs" if composite else _token_inputs(cls),
-    ]
+    cells = [f"`{cls.__name__}`", f"`{cls.formula}`", _hyperparameters(cls), _link_arxiv(cls.paper)]
+    if _is_composite(cls):
+        return cells + [
+            "if a component needs one",
+            "what all components support",
+            "what any component needs",
+        ]
+    caps = cls().capabilities()  # the defaults' capabilities
+    return cells + [_yes_no(caps["requires_reference"]), _data(caps), _token_inputs(caps)]
 
 
 def _is_composite(cls: type[PreferenceLoss]) -> bool:
@@ -200,18 +199,18 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _data(cls: type[PreferenceLoss]) -> str:
+def _data(caps: dict[str, bool]) -> str:
     layouts = {(True, True): "both", (True, False): "paired", (False, True): "unpaired"}
-    data = layouts[(cls.supports_paired, cls.supports_unpaired)]
-    return data + " + KL rows" if getattr(cls, "needs_kl_rows", False) else data
+    data = layouts[(caps["supports_paired"], caps["supports_unpaired"])]
+    return data + " + KL rows" if caps["needs_kl_rows"] else data
 
 
-def _token_inputs(cls: type[PreferenceLoss]) -> str:
+def _token_inputs(caps: dict[str, bool]) -> str:
     inputs = [
         name
         for name, flag in (
-            ("log-probs", cls.needs_token_logps),
-            ("entropy", cls.needs_token_entropy),
+            ("log-probs", caps["needs_token_logps"]),
+            ("entropy", caps["needs_token_entropy"]),
         )
         if flag
     ]
@@ -307,10 +306,10 @@ def _modifier_notes() -> str:
         options = f" One of {', '.join(f'`{c}`' for c in choices)}." if choices else ""
         lines.append(f"- {_format(param)}: {docs.get(param.name, '')}{options}")
     for name, value in MODIFIER_SWITCHES.items():
-        loss = MarginLoss(**{name: value})
-        if loss.needs_token_logps:
+        caps = MarginLoss(**{name: value}).capabilities()
+        if caps["needs_token_logps"]:
             lines += ["", f"Setting `{name}` makes the loss read per-token log-probs."]
-        if loss.needs_token_entropy:
+        if caps["needs_token_entropy"]:
             lines += [
                 "",
                 f"Setting `{name}` makes the loss read the policy's per-token entropy "
@@ -350,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
         if current != page:
             print(
-                f"{args.output} is out of date: run `python -m lit_align.losses.table`",
+                f"{args.output} is out of date: run `python -m lit_align.docs`",
                 file=sys.stderr,
             )
             return 1

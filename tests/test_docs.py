@@ -1,12 +1,11 @@
-"""docs/losses.md is generated from the loss classes (lit_align/losses/table.py) and must match."""
+"""docs/losses.md is generated from the loss classes (lit_align/docs.py) and must match."""
 
 import inspect
 import re
 
 import pytest
 
-from lit_align.losses import ALL_LOSSES
-from lit_align.losses.table import (
+from lit_align.docs import (
     DOCS_PATH,
     MODIFIER_SWITCHES,
     loss_table,
@@ -14,6 +13,7 @@ from lit_align.losses.table import (
     modifier_parameters,
     render_page,
 )
+from lit_align.losses import ALL_LOSSES
 
 ARXIV = r"arXiv (\d{4}\.\d{4,5})"
 
@@ -28,7 +28,7 @@ def row_cells(name: str) -> list[str]:
 
 def test_docs_page_is_up_to_date():
     assert DOCS_PATH.read_text(encoding="utf-8") == render_page(), (
-        "docs/losses.md is out of date: run `python -m lit_align.losses.table`"
+        "docs/losses.md is out of date: run `python -m lit_align.docs`"
     )
 
 
@@ -132,4 +132,4 @@ def test_check_fails_on_a_missing_or_stale_page(tmp_path, capsys):
     assert main(check) == 0
     page.write_text(page.read_text(encoding="utf-8").replace("`beta=0.1`", "`beta=0.2`"))
     assert main(check) == 1
-    assert "is out of date: run `python -m lit_align.losses.table`" in capsys.readouterr().err
+    assert "is out of date: run `python -m lit_align.docs`" in capsys.readouterr().err
