@@ -22,7 +22,6 @@ from transformers import (
 
 from lit_align.finite import require_finite
 from lit_align.lora import LoRASettings
-from lit_align.scorer import CausalLMScorer as CausalLMScorer  # re-export, for older imports
 
 BUILTIN_PREFIX = "builtin:"
 

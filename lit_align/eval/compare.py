@@ -26,7 +26,7 @@ from lit_align.data.formats import DataError, RowContext, normalize_row
 from lit_align.data.prepare import SplitStats
 from lit_align.data.sources import load_split
 from lit_align.eval.judges import Judge, PairwiseLLMJudge, Prompt, RewardModelJudge, RuleJudge
-from lit_align.models import CausalLMScorer
+from lit_align.scorer import CausalLMScorer
 
 JudgeKind = Literal["rule", "reward_model", "pairwise_llm"]
 BadRows = Literal["error", "skip"]

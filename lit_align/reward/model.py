@@ -13,7 +13,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lit_align.models import PolicyConfig, build_causal_lm, decoder_layers, load_tokenizer
+from lit_align.models import PolicyConfig, build_causal_lm, load_tokenizer
+from lit_align.scorer import decoder_layers
 from lit_align.types import PreferenceBatch
 
 

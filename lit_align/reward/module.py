@@ -30,11 +30,12 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from lit_align.distributed import shard_for_trainer
 from lit_align.lora import apply_lora
-from lit_align.models import PolicyConfig, compile_blocks
+from lit_align.models import PolicyConfig
 from lit_align.module import DEFAULT_SCHEDULE, AlignmentModule
 from lit_align.optim import LRSchedule
 from lit_align.reward.loss import BradleyTerryLoss
 from lit_align.reward.model import RewardScorer, build_reward_model
+from lit_align.scorer import compile_blocks
 from lit_align.types import LossOutput, PreferenceBatch
 
 DEFAULT_REWARD_LOSS = lazy_instance(BradleyTerryLoss)

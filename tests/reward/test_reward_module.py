@@ -7,8 +7,8 @@ import torch
 from tiny import TINY
 from transformers import AutoModelForSequenceClassification
 
-from lit_align.lightning_cli import names_model_class, run_lightning_cli
 from lit_align.data.formats import DataError
+from lit_align.lightning_cli import names_model_class, run_lightning_cli
 from lit_align.models import PolicyConfig
 from lit_align.reward import RewardModule
 

@@ -12,9 +12,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny import TINY
 
-from lit_align.lightning_cli import run_lightning_cli
 from lit_align.data.datamodule import PreferenceDataModule
 from lit_align.export import export_hf
+from lit_align.lightning_cli import run_lightning_cli
 from lit_align.losses import SPO
 from lit_align.models import PolicyConfig, load_tokenizer
 from lit_align.reward.model import build_reward_model
