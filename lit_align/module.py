@@ -249,6 +249,12 @@ class AlignmentModule(LightningModule):
         defaults = [PreemptionCheckpoint(), WeightGuard(), ResumeGuard()]
         return [callback for callback in defaults if not isinstance(callback, present)]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before the weights load, a resume with another loss or data is refused."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResumeGuard):
+                callback.check(self.trainer, self, checkpoint)
+
     # -------------------------------------------------------------- gradients
     def on_train_batch_start(self, batch: PreferenceBatch, batch_idx: int) -> None:
         self._batch_idx = batch_idx  # read by on_after_backward, which is not given it

@@ -50,6 +50,7 @@ class ResumeGuard(Callback):
     def __init__(self, allow_changes: bool = False) -> None:
         self.allow_changes = allow_changes
         self._fingerprint: str | None = None  # of this fit's training rows, computed once
+        self._checked = False
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -59,6 +60,19 @@ class ResumeGuard(Callback):
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        if not self._checked:  # the module checks before its weights load (see check)
+            self.check(trainer, pl_module, checkpoint)
+
+    def check(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse (or log) what differs from the run that wrote ``checkpoint``.
+
+        :class:`~lit_align.module.AlignmentModule` calls this from its own
+        ``on_load_checkpoint``, which Lightning runs before the weights load: a loss with other
+        state (SPO's score scale, BCO's baseline) would otherwise fail on a missing key first.
+        """
+        self._checked = True
         saved = checkpoint.get(KEY)
         if saved is None:  # written before checkpoints recorded the run
             return
