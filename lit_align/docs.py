@@ -43,7 +43,8 @@ Select a loss by the name in the first column and set its hyper-parameters as
 `--model.loss.<name>`:
 
 ```bash
-lit-align fit --config configs/quickstart.yaml --model.loss SPO --model.loss.beta 0.1
+lit-align fit --config configs/quickstart.yaml --model.loss SPO --model.loss.beta 0.1 \\
+  --trainer.logger.init_args.version spo_beta0.1   # a run directory of its own
 lit-align fit --model.loss.help SPO        # one loss's options, with their documentation
 ```
 
