@@ -40,15 +40,17 @@ CAPABILITIES = (
     "needs_rejected",
     "needs_kl_rows",
 )
-"""The names of the capability flags every :class:`PreferenceLoss` declares."""
+"""The names of the capability flags (:class:`Capabilities`) every loss declares."""
 
 
-class PreferenceLoss(nn.Module):
-    """Base class of every loss; subclasses are selectable by ``class_path`` from YAML or CLI.
+class Capabilities:
+    """The capability flags the training module reads of a loss, with their defaults.
 
-    Capabilities (class attributes, which an instance may override, e.g. a ``MarginLoss``
-    modifier or a ``WeightedSum`` of components; everything reads them through
-    :meth:`capabilities`):
+    Shared by :class:`PreferenceLoss` and the reward model's ``BradleyTerryLoss``. Class
+    attributes, which an instance may override (a ``MarginLoss`` modifier, a ``WeightedSum`` of
+    components); everything reads them through :meth:`capabilities`:
+
+    Attributes:
         requires_reference: the loss needs reference log-probs; when False no reference model is
             built or run.
         needs_token_logps: the loss reads ``SequenceLogps.token_logps`` (per-token values).
@@ -62,6 +64,26 @@ class PreferenceLoss(nn.Module):
             (SFT: half the compute).
         needs_kl_rows: unpaired batches carry KTO's mismatched KL rows (the data module adds
             them unless ``--data.kl_rows`` says otherwise).
+    """
+
+    requires_reference: ClassVar[bool] = True
+    needs_token_logps: ClassVar[bool] = False
+    needs_token_entropy: ClassVar[bool] = False
+    supports_paired: ClassVar[bool] = True
+    supports_unpaired: ClassVar[bool] = False
+    optimizes_margin: ClassVar[bool] = True
+    needs_rejected: ClassVar[bool] = True
+    needs_kl_rows: ClassVar[bool] = False
+
+    def capabilities(self) -> dict[str, bool]:
+        """This loss's capability flags (:data:`CAPABILITIES`), as this instance sets them."""
+        return {name: bool(getattr(self, name)) for name in CAPABILITIES}
+
+
+class PreferenceLoss(Capabilities, nn.Module):
+    """Base class of every loss; subclasses are selectable by ``class_path`` from YAML or CLI.
+
+    Capabilities: see :class:`Capabilities`.
 
     Metrics (read by :func:`lit_align.records.make_record`):
         reward_beta: β of the standard rewards ``β·ρ`` logged as ``rewards/*`` (summed
@@ -77,14 +99,6 @@ class PreferenceLoss(nn.Module):
         paper: short citation with the arXiv id (e.g. ``Rafailov et al. 2023, arXiv 2305.18290``).
     """
 
-    requires_reference: ClassVar[bool] = True
-    needs_token_logps: ClassVar[bool] = False
-    needs_token_entropy: ClassVar[bool] = False
-    supports_paired: ClassVar[bool] = True
-    supports_unpaired: ClassVar[bool] = False
-    optimizes_margin: ClassVar[bool] = True
-    needs_rejected: ClassVar[bool] = True
-    needs_kl_rows: ClassVar[bool] = False
     own_reward_scale: ClassVar[str | None] = None
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
@@ -115,6 +129,3 @@ class PreferenceLoss(nn.Module):
         """``own_reward_scale``: the namespace of the loss's own rewards, or None."""
         return self.own_reward_scale
 
-    def capabilities(self) -> dict[str, bool]:
-        """This loss's capability flags (:data:`CAPABILITIES`), as this instance sets them."""
-        return {name: bool(getattr(self, name)) for name in CAPABILITIES}

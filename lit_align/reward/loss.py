@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_align.losses.base import PreferenceLoss, require
+from lit_align.losses.base import Capabilities, require
 from lit_align.types import LossOutput, PreferenceBatch
 
 
-class BradleyTerryLoss(nn.Module):
+class BradleyTerryLoss(Capabilities, nn.Module):
     """``−logσ(r_w − r_l − m) + c·mean((r_w + r_l)²)`` over the pairs of a batch.
 
     Bradley & Terry (1952): ``P(y_w ≻ y_l) = σ(r_w − r_l)``; the reward model maximises the
@@ -31,16 +31,7 @@ class BradleyTerryLoss(nn.Module):
         center_rewards_coefficient: ``c``, weight of the centering term; >= 0.
     """
 
-    # The capability flags the module reads of any loss (lit_align.losses.base.CAPABILITIES).
     requires_reference: ClassVar[bool] = False
-    needs_token_logps: ClassVar[bool] = False
-    needs_token_entropy: ClassVar[bool] = False
-    supports_paired: ClassVar[bool] = True
-    supports_unpaired: ClassVar[bool] = False
-    optimizes_margin: ClassVar[bool] = True
-    needs_rejected: ClassVar[bool] = True
-    needs_kl_rows: ClassVar[bool] = False
-    capabilities = PreferenceLoss.capabilities
 
     def __init__(self, margin_scale: float = 0.0, center_rewards_coefficient: float = 0.0) -> None:
         super().__init__()
