@@ -1,6 +1,8 @@
 """``--model.policy.gguf_file``: SmolLM2's 4-bit GGUF file loads (tokenizer and model) as an
 ordinary model dequantised to the configured dtype, equal to the materialised directory."""
 
+from importlib.metadata import version
+
 import pytest
 import torch
 
@@ -21,7 +23,16 @@ def test_a_missing_gguf_file_is_named(tmp_path):
         load_tokenizer(cfg)
 
 
+def _release(package: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version(package).split(".")[:2])
+
+
 @pytest.mark.real
+@pytest.mark.skipif(
+    _release("transformers") < (5, 18),
+    reason="GGUF tokenizers convert with ChatML's special tokens from transformers 5.18 on "
+    "(the real extra's floor); the core floor 5.0 gives another eos and BOS handling",
+)
 def test_gguf_loads_dequantised_to_the_configured_dtype(real_model, real_tokenizer):
     try:
         directory = gguf_path().parent
