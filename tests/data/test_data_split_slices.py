@@ -69,9 +69,7 @@ def test_slice_is_taken_after_skipped_lines(tmp_path):
 def test_data_module_trains_and_validates_on_slices(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
     held = write_jsonl(tmp_path / "held.jsonl", ROWS)
-    dm = make_module(
-        path, train_split="train[:60%]", val_dataset=str(held), val_split="held[60%:]"
-    )
+    dm = make_module(path, train_split="train[:60%]", val_dataset=str(held), val_split="held[60%:]")
     assert (len(dm.train_data), len(dm.val_data)) == (6, 4)
 
 
