@@ -116,8 +116,10 @@ def judge_accuracy(
 ) -> tuple[int, int]:
     """``(pairs where the judge scores chosen above rejected, pairs)`` on held-out ``dataset``.
 
-    Pairs are tokenised with the judge's tokenizer at its run's ``max_length``, as in its
-    training; ``dtype`` float32 (a tie is not a win).
+    Pairs are tokenised with the judge's tokenizer at its run's ``max_length`` as
+    ``lit-align eval`` tokenises them (prompts cut to half of it at most, whatever the judge's
+    own ``max_prompt_length``: closer to judging, which scores whole prompts); float32, and a
+    tie is not a win.
     """
     scorer, tokenizer = load_reward_model(judge_dir, "float32", device)
     max_length = run_max_length(judge_dir)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from lit_align.data.synthetic import make_rows
-from lit_align.study.judge import TrainingData
-from lit_align.study.report import interval_text
+from lit_align.study.judge import StudyJudge, TrainingData
+from lit_align.study.report import interval_text, judge_section
 from lit_align.study.run import StudyConfig, run_study
 from lit_align.study.stats import proportion
 
@@ -99,3 +99,12 @@ def test_prompts_are_shared_by_text_or_by_prompt_id():
     assert data({"a", "b"}, {"x", "y"}).shared(data({"b"}, {"z"})) == 1
     assert data(set(), {"x", "y"}).shared(data(set(), {"y", "x", "z"})) == 2
     assert data({"a"}, {"x"}).shared(data({"b"}, {"y"})) == 0
+
+
+def test_report_states_a_ready_judge_and_no_section_for_other_judges():
+    """30 of 40: 75.0%, Wilson 95% interval [59.8%, 85.8%]."""
+    text = judge_section(StudyJudge("reward_model", "path/rm", (30, 40)), "held.jsonl")
+    assert text.startswith("## Judge\n\nThe reward model 'path/rm', given ready (not trained")
+    assert "on 'held.jsonl' (the chosen response scored above the rejected one): 75.0% " in text
+    assert "[59.8%, 85.8%] (n=40)." in text
+    assert judge_section(StudyJudge("rule"), "builtin:sort") == ""
