@@ -1,14 +1,15 @@
 """The study trains its own reward-model judge on data disjoint from the policies'."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from lit_align.data.synthetic import make_rows
-from lit_align.study.judge import StudyJudge, TrainingData
+from lit_align.study.judge import StudyJudge, TrainingData, check_disjoint, training_data
 from lit_align.study.report import interval_text, judge_section
-from lit_align.study.run import StudyConfig, run_study
+from lit_align.study.run import StudyConfig, build_parser, run_study
 from lit_align.study.stats import proportion
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -68,9 +69,17 @@ def test_study_trains_its_judge_on_a_disjoint_half_and_judges_with_it(tmp_path):
     assert "split 'train[:50%]' (80 prompts): a split disjoint from the policies'" in text
     assert "split 'train[50%:]' (80 prompts)), no prompt shared" in text
     accuracy = interval_text(proportion(correct, n), counts=False)
-    assert (
-        f"on 'builtin:sort' (the chosen response scored above the rejected one): {accuracy}" in text
+    assert f"(the chosen response scored above the rejected one): {accuracy}." in text
+    ready = dataclasses.replace(
+        cfg,
+        output=str(tmp_path / "again"),
+        judge_config=None,
+        judge="reward_model",
+        judge_model=str(export),
     )
+    again = Path(run_study(ready)).read_text()
+    assert f"## Judge\n\nThe reward model {str(export)!r}, given ready" in again
+    assert f"the rejected one): {accuracy}." in again  # the same judge on the same pairs
 
 
 def test_overlapping_judge_data_fails_before_any_training(tmp_path):
@@ -108,3 +117,20 @@ def test_report_states_a_ready_judge_and_no_section_for_other_judges():
     assert "on 'held.jsonl' (the chosen response scored above the rejected one): 75.0% " in text
     assert "[59.8%, 85.8%] (n=40)." in text
     assert judge_section(StudyJudge("rule"), "builtin:sort") == ""
+
+
+def test_real_data_study_trains_its_judge_on_the_other_half(monkeypatch):
+    """configs/study_ultrafeedback.yaml: judge on train[:500], policies on train[500:]."""
+    monkeypatch.chdir(CONFIGS.parent)  # the configs name their files from the repository root
+    cfg = build_parser().parse_args(["--config", "configs/study_ultrafeedback.yaml"])
+    judge = training_data(cfg.judge_config, cfg.judge_args)
+    policies = [
+        training_data(cfg.sft_config, cfg.sft_args),
+        training_data(cfg.preference_config, cfg.preference_args),
+    ]
+    check_disjoint(judge, policies)
+    assert (
+        judge.describe()
+        == "tests/data/ultrafeedback_1k/train.jsonl.gz split 'train[:500]' (500 prompts)"
+    )
+    assert {p.split for p in policies} == {"train[500:]"} and len(judge.ids) == 500
