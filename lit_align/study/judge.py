@@ -49,7 +49,8 @@ class TrainingData:
         return f"{self.dataset}{split} ({len(self.texts)} prompts)"
 
     def shared(self, other: TrainingData) -> int:
-        """Distinct prompts of ``self`` that ``other`` has too, by text or by ``prompt_id``."""
+        """Distinct prompts of ``self`` that ``other`` has too: the larger of the counts by
+        prompt text and by ``prompt_id`` (0 only when neither matches)."""
         by_text = self.texts & other.texts
         return max(len(by_text), len(self.ids & other.ids))
 
