@@ -18,7 +18,7 @@ from lit_align.data.packing import packed_loader
 from lit_align.data.prepare import Encoding, SplitStats, prepare_split
 from lit_align.data.reference_columns import ReferenceColumns
 from lit_align.data.sampler import LoaderPosition, ResumableLoader, ResumableSampler
-from lit_align.data.sources import check_columns, hold_out, load_split, map_columns
+from lit_align.data.sources import check_columns, hold_out, load_split, map_columns, split_names
 from lit_align.losses.base import PreferenceLoss
 
 BUILTIN_TASK = "builtin:sort"
@@ -136,6 +136,9 @@ class PreferenceDataModule(ReferenceColumns, LightningDataModule):
         if packing and (max_tokens_per_batch or 0) < 1:
             got = max_tokens_per_batch
             raise ValueError(f"--data.packing needs --data.max_tokens_per_batch >= 1, got {got}")
+        split_names(train_split, "--data.train_split")
+        if val_split is not None:
+            split_names(val_split, "--data.val_split")
         self.save_hyperparameters()
         self.columns = check_columns(columns)
         self.truncation = Truncation(max_length, max_prompt_length, prompt_truncation, truncation)

@@ -10,9 +10,14 @@ JSON and JSON Lines files may be compressed (``.gz``, ``.bz2``, ``.xz``; ``.zst`
 directory holds one split too, unless its file names start with split names (``train*``,
 ``validation*``/``valid*``/``val*``/``dev*``, ``test*``), as hub datasets lay them out: then each
 split reads its own files. Asking a local source for a split it does not have is an error, never
-the training rows again. Local JSON Lines files are checked line by line before ``datasets``
-reads them (see :mod:`lit_align.data.json_lines`): a malformed line is an error naming the file
-and line, or with ``--data.on_bad_rows skip`` it is skipped and counted as a bad row.
+the training rows again. A split may be sliced as ``datasets`` slices hub splits, for every
+kind of source: ``train[:500]``, ``train[500:]``, ``train[:50%]``, ``train[-10%:]``, parts
+joined with ``+``; a local source picks its files by the bare name (``train``) and keeps the
+rows the slice names (after malformed lines skipped with ``--data.on_bad_rows skip``).
+
+Local JSON Lines files are checked line by line before ``datasets`` reads them (see
+:mod:`lit_align.data.json_lines`): a malformed line is an error naming the file and line, or
+with ``--data.on_bad_rows skip`` it is skipped and counted as a bad row.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ def load_split(
     Args:
         source: hub name (``org/name``), a json/jsonl/parquet/arrow file, a directory of such
             files (all of one type), or a ``datasets.save_to_disk`` directory.
-        split: the split to read; a single local file or directory is read as this split.
+        split: the split to read, or a slice of splits (``train[:500]``, ``train[50%:]``); a
+            single local file or directory is read as any split name.
         subset: hub configuration name.
         revision: hub revision (branch, tag or commit).
         cache_dir: where ``datasets`` keeps downloads and converted files (default: its own).
@@ -72,12 +78,18 @@ def load_split(
     """
     path = os.path.expanduser(source)
     where = f"--data.dataset {source!r}, split {split!r}"
+    names = split_names(split, f"--data.dataset {source!r}, split")
     try:
         if os.path.isdir(path) and _is_saved_dataset(path):
-            return _pick_split(datasets.load_from_disk(path), split, source), []
+            saved = datasets.load_from_disk(path)
+            return _sliced(split, {n: _pick_split(saved, n, source) for n in names}, where), []
         if os.path.isfile(path) or os.path.isdir(path):
-            files = _split_files(path, split, source, unsplit)
-            return _load_files(files, where, split, cache_dir, skip_bad_lines)
+            parts, skipped = {}, []
+            for name in names:
+                files = _split_files(path, name, source, unsplit)
+                parts[name], lines = _load_files(files, where, name, cache_dir, skip_bad_lines)
+                skipped += lines
+            return _sliced(split, parts, where), skipped
         if _looks_local(source):
             raise DataError(f"--data.dataset: file or directory {source!r} does not exist")
         data = datasets.load_dataset(
@@ -93,6 +105,40 @@ def load_split(
         ) from err
     except Exception as err:  # the library's own error, with the source and split named
         raise DataError(f"{where}: cannot load ({type(err).__name__}: {err})") from err
+
+
+def split_names(split: str, flag: str) -> list[str]:
+    """The bare split names of ``split`` (``["train"]`` for ``train[:50%]``), checked.
+
+    A name without ``[``, ``(`` or ``+`` is any split name; otherwise ``split`` must be a slice
+    as ``datasets`` writes them (``train[:500]``, ``train[50%:]``, ``train[:10%]+test[:10%]``).
+
+    Raises:
+        DataError: On a malformed slice, naming ``flag`` (e.g. ``--data.train_split``).
+    """
+    if not any(c in split for c in "[(+"):
+        return [split]
+    try:
+        datasets.ReadInstruction.from_spec(split)
+    except (ValueError, AssertionError) as err:
+        raise DataError(
+            f"{flag} {split!r} is not a split slice; write NAME[START:END] with row numbers or "
+            "percentages, e.g. 'train[:500]' or 'train[50%:]', or several joined with '+'"
+        ) from err
+    return list(dict.fromkeys(re.match(r"[^\[(]*", p).group().strip() for p in split.split("+")))
+
+
+def _sliced(split: str, parts: dict[str, datasets.Dataset], where: str) -> datasets.Dataset:
+    """The rows ``split`` names, taken from ``parts`` (bare split name -> its rows)."""
+    if split in parts:
+        return parts[split]
+    try:
+        lengths = {name: len(rows) for name, rows in parts.items()}
+        ranges = datasets.ReadInstruction.from_spec(split).to_absolute(lengths)
+    except (ValueError, AssertionError) as err:
+        raise DataError(f"{where}: {err}") from err
+    pieces = [parts[r.splitname].select(range(r.from_, r.to)) for r in ranges]
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
 
 
 def check_columns(columns: dict[str, str] | None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from lit_align.data.collate import PreferenceCollator, Truncation, special_prefi
 from lit_align.data.datamodule import BUILTIN_TASK, PreferenceDataModule
 from lit_align.data.formats import DataError, RowContext, normalize_row
 from lit_align.data.prepare import SplitStats
-from lit_align.data.sources import load_split
+from lit_align.data.sources import load_split, split_names
 from lit_align.eval.judges import Judge, PairwiseLLMJudge, Prompt, RewardModelJudge, RuleJudge
 from lit_align.scorer import CausalLMScorer
 
@@ -59,6 +59,7 @@ def resolve_split(dataset: str, split: str | None) -> str:
         ValueError: If ``split`` is None for a hub dataset or a saved ``datasets`` directory.
     """
     if split is not None:
+        split_names(split, "--split")
         return split
     if dataset == BUILTIN_TASK:
         return "validation"

@@ -9,10 +9,12 @@ single seed).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lit_align.eval.winrate import WinRate
+from lit_align.study.judge import StudyJudge
 from lit_align.study.metrics import RunStats
 from lit_align.study.stats import overlap, pooled, proportion, t_interval
 
@@ -152,3 +154,27 @@ def _means(runs: list[RunStats]) -> dict[str, float | None]:
         column = [getattr(r, name) for r in runs]
         out[name] = None if None in column else sum(column) / len(column)
     return out
+
+
+def judge_section(judge: StudyJudge, dataset: str) -> str:
+    """``## Judge``: which reward model judged, what it was trained on, and how well it ranks
+    the held-out pairs (empty for other judges)."""
+    if judge.kind != "reward_model":
+        return ""
+    if judge.trained_on is None:
+        about = f"The reward model {judge.model!r}, given ready (not trained by this study)."
+    else:
+        command = shlex.join(["lit-align", "fit", "--config", judge.config, *judge.args])
+        policies = "; ".join(dict.fromkeys(d.describe() for d in judge.policies_trained_on))
+        about = (
+            f"A reward model the study trained once (seed {judge.seed}, {judge.wall_time:.0f} s) "
+            f"with `{command}` on {judge.trained_on.describe()}: a split disjoint from the "
+            f"policies' training data ({policies}), no prompt shared by prompt text or "
+            "prompt_id (checked before training)."
+        )
+    correct, n = judge.accuracy
+    accuracy = interval_text(proportion(correct, n), counts=False)
+    return (
+        f"## Judge\n\n{about} Its held-out reward accuracy on {dataset!r} (the chosen response "
+        f"scored above the rejected one): {accuracy}.\n\n"
+    )

@@ -3,9 +3,10 @@ seeds, judge every policy head to head on held-out prompts, and write a report d
 
 Report directory: ``report.md`` (win rates vs SFT and vs DPO with Wilson intervals and W/T/L,
 held-out reward accuracy, log-ratio margin, log-prob drift, gradient-norm statistics,
-instability events, wall time, findings that say what is inside the noise), ``results.json``
-(every number), ``win_rates.png`` and one PNG per curve with every loss on shared axes. Runs
-live under ``<output>/seed<k>/``.
+instability events, wall time, findings that say what is inside the noise, the judge),
+``results.json`` (every number), ``win_rates.png`` and one PNG per curve with every loss on
+shared axes. Runs live under ``<output>/seed<k>/``; a judge the study trains (``judge_config``,
+see :mod:`lit_align.study.judge`) under ``<output>/judge/``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ from lit_align.eval.runtime import (
 from lit_align.lightning_cli import run_lightning_cli
 from lit_align.models import PolicyConfig, load_tokenizer
 from lit_align.study import plots, report
+from lit_align.study.judge import (
+    StudyJudge,
+    TrainingData,
+    check_disjoint,
+    judge_accuracy,
+    training_data,
+)
 from lit_align.study.metrics import read_scalars, run_stats
 
 DEFAULT_LOSSES = {
@@ -72,7 +80,12 @@ class StudyConfig:
         on_bad_rows: ``error`` or ``skip`` malformed evaluation rows.
         judge: ``rule`` (the embedded task's default), ``reward_model`` or ``pairwise_llm``;
             none elsewhere: held-out reward accuracy and training statistics only.
-        judge_model: the reward model or judge LM for those judges.
+        judge_model: a ready reward model or judge LM for those judges.
+        judge_config: LightningCLI config of a reward model (``lit_align.reward.RewardModule``,
+            exporting with ``HFExport``) that the study trains once, before SFT, and judges
+            with (``judge: reward_model``); its training prompts must be disjoint from the SFT
+            and preference runs'. Excludes ``judge_model``.
+        judge_args: extra ``lit-align fit`` arguments for the judge's run (e.g. its split).
         num_prompts: held-out prompts judged per policy.
         num_pairs: held-out pairs for reward accuracy (reference: the SFT policy).
         max_length: tokens per evaluation pair (default: the SFT run's ``data.max_length``).
@@ -94,6 +107,8 @@ class StudyConfig:
     on_bad_rows: BadRows = "error"
     judge: JudgeKind | None = None
     judge_model: str | None = None
+    judge_config: str | None = None
+    judge_args: list[str] = field(default_factory=list)
     num_prompts: int = 200
     num_pairs: int = 200
     max_length: int | None = None
@@ -103,6 +118,20 @@ class StudyConfig:
     generation: dict[str, Any] = field(
         default_factory=lambda: {"max_new_tokens": 24, "do_sample": True, "top_k": 0}
     )
+
+    def __post_init__(self) -> None:
+        if self.judge_config is None:
+            return
+        if self.judge_model is not None:
+            raise ValueError(
+                f"judge_config {self.judge_config!r} trains the judge and judge_model "
+                f"{self.judge_model!r} names a ready one; set only one of them"
+            )
+        if self.judge not in (None, "reward_model"):
+            raise ValueError(
+                f"judge_config trains a reward model: set judge to reward_model or leave it "
+                f"unset, got {self.judge!r}"
+            )
 
 
 def _fit(config: str, seed: int, root: str, version: str, extra: list[str]) -> tuple[str, float]:
@@ -131,7 +160,7 @@ def _loss_arg(name: str, init_args: dict[str, Any]) -> str:
     return f"--model.loss={json.dumps(spec)}"
 
 
-def run_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
+def run_seed(cfg: StudyConfig, seed: int, judge: StudyJudge) -> dict[str, Any]:
     """SFT, every loss, then generation and judging; returns this seed's raw results."""
     root = os.path.join(cfg.output, f"seed{seed}")
     sft_dir, sft_time = _fit(cfg.sft_config, seed, root, "sft", cfg.sft_args)
@@ -142,13 +171,15 @@ def run_seed(cfg: StudyConfig, seed: int) -> dict[str, Any]:
         runs[name], wall[name] = _fit(
             cfg.preference_config, seed, root, name, [*extra, *cfg.preference_args]
         )
-    return {"runs": runs, "wall_time_s": wall, **_judge(cfg, seed, sft_export, runs)}
+    return {"runs": runs, "wall_time_s": wall, **_judge(cfg, seed, sft_export, runs, judge)}
 
 
-def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -> dict:
+def _judge(
+    cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str], study_judge: StudyJudge
+) -> dict:
     """Held-out reward accuracy of every policy and, with a judge, judged outcomes."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype, cfg.device)
-    judge = make_judge(cfg.judge, cfg.dataset, cfg.judge_model, device=device, dtype=dtype)
+    judge = make_judge(study_judge.kind, cfg.dataset, study_judge.model, device=device, dtype=dtype)
     tokenizer = load_tokenizer(PolicyConfig(pretrained=sft_export))
     max_length = cfg.max_length or run_max_length(sft_export)
     split = resolve_split(cfg.dataset, cfg.split)
@@ -186,10 +217,11 @@ def _judge(cfg: StudyConfig, seed: int, sft_export: str, runs: dict[str, str]) -
 
 def run_study(cfg: StudyConfig) -> str:
     """Run every seed and write the report; returns the path of ``report.md``."""
-    check_judge(cfg.judge, cfg.dataset, cfg.judge_model)  # before hours of training
+    judge_data = _judge_data(cfg)  # checked before hours of training
     generation_config(cfg.generation)
     os.makedirs(cfg.output, exist_ok=True)
-    results = {seed: run_seed(cfg, seed) for seed in cfg.seeds}
+    judge = _prepare_judge(cfg, judge_data)
+    results = {seed: run_seed(cfg, seed, judge) for seed in cfg.seeds}
     per_loss = {name: _loss_results(name, results) for name in cfg.losses}
     first = results[cfg.seeds[0]]["runs"]
     clip = _clip_value(next(iter(first.values())))
@@ -199,15 +231,58 @@ def run_study(cfg: StudyConfig) -> str:
     figures += plots.plot_curves(curves, cfg.output, clip)
     path = os.path.join(cfg.output, "report.md")
     with open(path, "w") as f:
-        f.write(_report_text(cfg, per_loss, figures, clip, results))
+        f.write(_report_text(cfg, per_loss, figures, clip, results, judge))
     raw = {
         "config": dataclasses.asdict(cfg),
+        "judge": judge.summary(),
         "seeds": results,
         "stats": {n: [dataclasses.asdict(s) for s in r.runs] for n, r in per_loss.items()},
     }
     with open(os.path.join(cfg.output, "results.json"), "w") as f:
         json.dump(raw, f, indent=2, default=str)
     return path
+
+
+def _judge_data(cfg: StudyConfig) -> tuple[TrainingData, tuple[TrainingData, ...]] | None:
+    """The training data of the judge to train and of the policies, checked disjoint; None
+    (the judge settings checked) when the study trains no judge."""
+    if cfg.judge_config is None:
+        check_judge(cfg.judge, cfg.dataset, cfg.judge_model)
+        return None
+    judge = training_data(cfg.judge_config, cfg.judge_args)
+    policies = (
+        training_data(cfg.sft_config, cfg.sft_args),
+        training_data(cfg.preference_config, cfg.preference_args),
+    )
+    check_disjoint(judge, list(policies))
+    return judge, policies
+
+
+def _prepare_judge(
+    cfg: StudyConfig, data: tuple[TrainingData, tuple[TrainingData, ...]] | None
+) -> StudyJudge:
+    """Train the judge (once, with the first seed) when asked; measure a reward model's
+    held-out reward accuracy on the study's data."""
+    judge = StudyJudge(cfg.judge, cfg.judge_model)
+    if data is not None:
+        seed = cfg.seeds[0]
+        run_dir, seconds = _fit(cfg.judge_config, seed, cfg.output, "judge", cfg.judge_args)
+        judge = StudyJudge(
+            kind="reward_model",
+            model=os.path.join(run_dir, "export"),
+            config=cfg.judge_config,
+            args=tuple(cfg.judge_args),
+            seed=seed,
+            wall_time=seconds,
+            trained_on=data[0],
+            policies_trained_on=data[1],
+        )
+    if judge.kind != "reward_model":
+        return judge
+    split = resolve_split(cfg.dataset, cfg.split)
+    options = (cfg.seeds[0], cfg.on_bad_rows, resolve_device(cfg.device), cfg.batch_size)
+    accuracy = judge_accuracy(judge.model, cfg.dataset, split, cfg.num_pairs, *options)
+    return dataclasses.replace(judge, accuracy=accuracy)
 
 
 def _loss_results(name: str, results: dict[int, dict]) -> report.LossResults:
@@ -229,10 +304,10 @@ def _clip_value(run_dir: str) -> float | None:
     return trainer.get("gradient_clip_val")
 
 
-def _report_text(cfg, per_loss, figures, clip, results) -> str:
+def _report_text(cfg, per_loss, figures, clip, results, study_judge: StudyJudge) -> str:
     images = "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures)
     sft_time = sum(r["wall_time_s"]["SFT"] for r in results.values()) / len(results)
-    judge = cfg.judge or ("rule" if cfg.dataset == BUILTIN_TASK else None)
+    judge = study_judge.kind or ("rule" if cfg.dataset == BUILTIN_TASK else None)
     judged = (
         f"win rates judged on {cfg.num_prompts} held-out prompts by the {judge} judge (ties "
         "half; pooled over seeds, 95% Wilson interval, W/T/L counts)"
@@ -249,6 +324,7 @@ def _report_text(cfg, per_loss, figures, clip, results) -> str:
         "losses have none); other cells are means over seeds ± the 95% t half-width (a single "
         f"seed shows no interval). SFT took {sft_time:.0f} s per seed.\n\n"
         f"{report.table(per_loss)}\n\n## Findings\n\n{report.findings(per_loss, clip)}\n\n"
+        f"{report.judge_section(study_judge, cfg.dataset)}"
         f"## Figures\n\n{images}\n"
     )
 
