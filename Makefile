@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # A machine with an NVIDIA driver gets the newest CUDA build; others get torch 2.13.0
 # (a CPU build where one is provided locally). Override with `make TORCH_SPEC=... <target>`.
 ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu),gpu)
-TORCH_SPEC ?= torch>=2.6
+TORCH_SPEC ?= torch>=2.12.1
 else
 TORCH_SPEC ?= torch==2.13.0
 endif

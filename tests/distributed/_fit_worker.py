@@ -32,14 +32,18 @@ class Recorder(Callback):
         self.grad_norms: list[float] = []
         self.reduce_scatters: list[int] = []
         self._calls = 0
-        if hasattr(dist, "reduce_scatter_single"):  # what FSDP2 calls to reduce gradients
-            original = dist.reduce_scatter_single
+        # What FSDP2 calls to reduce gradients: reduce_scatter_single from torch 2.13 on,
+        # reduce_scatter_tensor before.
+        name = next(
+            n for n in ("reduce_scatter_single", "reduce_scatter_tensor") if hasattr(dist, n)
+        )
+        original = getattr(dist, name)
 
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self._calls += 1
-                return original(*args, **kwargs)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._calls += 1
+            return original(*args, **kwargs)
 
-            dist.reduce_scatter_single = counted
+        setattr(dist, name, counted)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
         self._calls = 0
