@@ -26,6 +26,7 @@ from lit_align.data.formats import DataError, RowContext, normalize_row
 from lit_align.data.prepare import SplitStats
 from lit_align.data.sources import load_split, split_names
 from lit_align.eval.judges import Judge, PairwiseLLMJudge, Prompt, RewardModelJudge, RuleJudge
+from lit_align.eval.runtime import run_config, run_max_length
 from lit_align.scorer import CausalLMScorer
 
 JudgeKind = Literal["rule", "reward_model", "pairwise_llm"]
@@ -206,7 +207,9 @@ def make_judge(
     remote = {"trust_remote_code": trust_remote_code}
     if kind == "reward_model":
         path = os.path.expanduser(judge_model)
-        return RewardModelJudge(path, device=device, dtype=dtype, **remote)
+        # A lit_align export reads at most what it was trained on; another model, its context.
+        max_length = run_max_length(path) if run_config(path) else None
+        return RewardModelJudge(path, device=device, dtype=dtype, max_length=max_length, **remote)
     path = os.path.expanduser(judge_model)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **remote).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path, **remote)

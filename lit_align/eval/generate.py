@@ -72,14 +72,25 @@ def padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[None
 
 
 def encode_left_padded(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], device: torch.device | str
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    device: torch.device | str,
+    max_length: int | None = None,
 ) -> BatchEncoding:
     """Rendered texts as a left-padded batch on ``device``: ``input_ids``, ``attention_mask``
-    of shape ``(B, T)``, each row starting with the tokenizer's special prefix exactly once."""
+    of shape ``(B, T)``, each row starting with the tokenizer's special prefix exactly once.
+
+    A row longer than ``max_length`` keeps its prefix and its last tokens (the end of the
+    exchange, where a reward model reads its score), as training cuts a prompt's start.
+    """
     prefix = special_prefix(tokenizer)
     rows = []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        rows.append(ids if prefix and ids[: len(prefix)] == prefix else prefix + ids)
+        if prefix and ids[: len(prefix)] == prefix:
+            ids = ids[len(prefix) :]
+        if max_length is not None and len(prefix) + len(ids) > max_length:
+            ids = ids[len(ids) - (max_length - len(prefix)) :]
+        rows.append(prefix + ids)
     with padding_side(tokenizer, "left"):
         enc = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
     return enc.to(device)

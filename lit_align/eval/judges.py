@@ -167,6 +167,9 @@ class RewardModelJudge(ScoringJudge):
         trust_remote_code: Allow custom model code when loading from a path.
         device: Device of a model loaded from a path.
         dtype: Dtype of a model loaded from a path (default: as saved).
+        max_length: most tokens of a rendered exchange; a longer one keeps its end (see
+            :func:`~lit_align.eval.generate.encode_left_padded`). None: the model's
+            ``max_position_embeddings`` when its config has one, else no limit.
 
     Raises:
         ValueError: On ``num_labels != 1``, a missing or mismatched pad token, or no tokenizer
@@ -181,6 +184,7 @@ class RewardModelJudge(ScoringJudge):
         trust_remote_code: bool = False,
         device: str = "cpu",
         dtype: torch.dtype | None = None,
+        max_length: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -192,6 +196,7 @@ class RewardModelJudge(ScoringJudge):
             raise ValueError("tokenizer is required when model_path_or_model is a loaded model")
         _check_reward_model(model, tokenizer)
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], responses: list[str]) -> list[float]:
@@ -202,8 +207,8 @@ class RewardModelJudge(ScoringJudge):
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
-            enc = encode_left_padded(self.tokenizer, batch, self.model.device)  # (B, T)
-            logits = self.model(**enc).logits  # (B, 1)
+            enc = encode_left_padded(self.tokenizer, batch, self.model.device, self.max_length)
+            logits = self.model(**enc).logits  # (B, 1); enc: (B, T)
             scores.extend(logits[:, 0].float().tolist())
         return scores
 

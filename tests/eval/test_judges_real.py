@@ -66,6 +66,35 @@ def test_any_sequence_classification_directory_is_a_judge(tmp_path, real_tokeniz
     assert judge.score([CONVERSATION], ["4"]) == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_long_exchange_keeps_its_end(real_tokenizer, tiny_rm):
+    """An exchange longer than the judge's max_length is scored on its last tokens (where the
+    response and the score token are), not on positions the model was never trained on."""
+    prompt = [{"role": "user", "content": "Tell me about the sea. " * 20}]
+    text = render_exchange(real_tokenizer, prompt, "It is wide.")
+    ids = real_tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] > 40
+    judge = RewardModelJudge(tiny_rm, real_tokenizer, max_length=24)
+    with torch.no_grad():
+        expected = tiny_rm(input_ids=ids[:, -24:]).logits[0, 0].item()
+        whole = tiny_rm(input_ids=ids).logits[0, 0].item()
+    assert judge.score([prompt], ["It is wide."]) == [pytest.approx(expected, abs=1e-5)]
+    assert expected != pytest.approx(whole, abs=1e-4)
+    default = RewardModelJudge(tiny_rm, real_tokenizer)
+    assert default.max_length == tiny_rm.config.max_position_embeddings
+
+
+def test_an_exported_judge_reads_what_its_run_trained_on(tmp_path, real_tokenizer, tiny_rm):
+    """make_judge gives a lit_align export its training run's data.max_length."""
+    export = tmp_path / "export"
+    tiny_rm.save_pretrained(export)
+    real_tokenizer.save_pretrained(export)
+    (tmp_path / "config.yaml").write_text("data:\n  max_length: 24\n")
+    assert make_judge("reward_model", "data.jsonl", str(export)).max_length == 24
+    (tmp_path / "config.yaml").unlink()  # not a lit_align run: the model's own context
+    judge = make_judge("reward_model", "data.jsonl", str(export))
+    assert judge.max_length == tiny_rm.config.max_position_embeddings
+
+
 def test_pairwise_judge_reads_its_instruction_as_a_chat_turn(real_tokenizer):
     torch.manual_seed(0)
     lm = AutoModelForCausalLM.from_config(_tiny(real_tokenizer))
