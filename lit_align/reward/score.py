@@ -32,7 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_align.data.collate import PreferenceCollator, Truncation
 from lit_align.data.formats import SCORE_FIELDS, DataError, detect_format, is_unpaired
 from lit_align.data.prepare import PAIRED_FEATURES, Encoder, Encoding
-from lit_align.data.sources import check_columns, load_split, map_columns
+from lit_align.data.sources import check_columns, load_split, map_columns, split_names
 from lit_align.reward.model import RewardScorer, load_reward_model
 
 OUTPUT_TYPES = (".jsonl", ".json", ".parquet", "")
@@ -89,6 +89,7 @@ class ScoreSettings:
                 f"--output {self.output!r}: write .jsonl, .json, .parquet, or a directory "
                 "(no extension)"
             )
+        split_names(self.split, "--split")  # a malformed slice fails here, naming the flag
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from lit_align import cli
 from lit_align.data.collate import Truncation, special_prefix, tokenize_row
+from lit_align.data.formats import DataError
 from lit_align.data.synthetic import make_rows
 from lit_align.export import export_hf
 from lit_align.models import PolicyConfig, load_tokenizer
@@ -92,6 +93,20 @@ def test_never_writes_over_the_input_or_an_earlier_output(reward_dir, pairs, tmp
 def test_unknown_output_type_names_the_flag(reward_dir, pairs, tmp_path):
     with pytest.raises(ValueError, match=r"--output .*\.csv'.*\.jsonl, \.json, \.parquet"):
         ScoreSettings(str(reward_dir), str(pairs), str(tmp_path / "scored.csv"))
+
+
+def test_a_malformed_split_slice_names_the_flag(reward_dir, pairs, tmp_path):
+    with pytest.raises(DataError, match=r"^--split 'train\[:5x\]' is not a split slice"):
+        ScoreSettings(str(reward_dir), str(pairs), str(tmp_path / "s.jsonl"), split="train[:5x]")
+
+
+def test_a_split_slice_scores_those_rows(reward_dir, pairs, tmp_path):
+    output = tmp_path / "half.jsonl"
+    summary = score_dataset(
+        ScoreSettings(str(reward_dir), str(pairs), str(output), split="train[:50%]")
+    )
+    total = len(pairs.read_text().splitlines())
+    assert summary.rows == total // 2 == len(output.read_text().splitlines())
 
 
 def test_cli_score_subcommand_writes_a_directory(reward_dir, pairs, tmp_path, monkeypatch, capsys):
