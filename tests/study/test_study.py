@@ -3,16 +3,15 @@
 import json
 from pathlib import Path
 
+from tiny import TINY as TINY_LLAMA
+
 from lit_align.study.metrics import read_scalars
 from lit_align.study.report import cell, interval_text
 from lit_align.study.run import StudyConfig, run_study
 from lit_align.study.stats import pooled
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = (
-    "--model.policy.config={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
-    "num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}"
-)
+TINY = f"--model.policy.config={json.dumps({**TINY_LLAMA, 'num_hidden_layers': 1})}"
 FAST = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import TINY as TINY_LLAMA
 
 from lit_align.data.synthetic import make_rows
 from lit_align.study.judge import StudyJudge, TrainingData, check_disjoint, training_data
@@ -13,10 +14,7 @@ from lit_align.study.run import StudyConfig, build_parser, run_study
 from lit_align.study.stats import proportion
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = (
-    "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 4, "
-    "num_key_value_heads: 2, max_position_embeddings: 64}"
-)
+TINY = json.dumps({**TINY_LLAMA, "num_hidden_layers": 1})
 FAST = [
     "--trainer.enable_progress_bar=false",
     "--trainer.log_every_n_steps=1",
